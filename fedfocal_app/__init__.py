@@ -1,0 +1,1 @@
+"""fedfocal_app: FedFocal (focal-loss clients, loss-focused aggregation) on Flower."""

@@ -1,0 +1,62 @@
+"""ClientApp: unpack the message, train on the local shard, pack the reply."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from .config import parse_run_config
+from .data import load_shard
+from .models import build_model
+from .training import (
+    TrainSettings,
+    match_torch_threads,
+    mean_cross_entropy,
+    pick_device,
+    train,
+)
+
+app = ClientApp()
+
+
+@app.train()
+def train_on_shard(msg: Message, context: Context) -> Message:
+    """Train the received global model on this node's shard.
+
+    Reply: one ArrayRecord (the local model) and one MetricRecord with
+    ``num-examples``, ``train_loss`` and ``pre_train_loss`` (mean cross-entropy of the
+    *received* global model on the shard, before any local step: FedFocal's L_k).
+    """
+    cfg = parse_run_config(context.run_config)
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config["num-partitions"])
+    settings = TrainSettings.from_config(msg.content["config"])
+
+    match_torch_threads()
+    device = pick_device()
+    shard = load_shard(cfg, partition_id, num_partitions)
+    model = build_model(cfg.resolved_model)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    model.to(device)
+
+    pre_train_loss = mean_cross_entropy(model, shard, device)
+    # One data-order seed per (run seed, round, partition): reruns reproduce exactly.
+    order_seed = int(
+        np.random.SeedSequence([cfg.seed, settings.server_round, partition_id]).generate_state(1)[0]
+    )
+    train_loss = train(model, shard, settings, device, seed=order_seed)
+
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(model.cpu().state_dict()),
+            "metrics": MetricRecord(
+                {
+                    "num-examples": len(shard),
+                    "train_loss": train_loss,
+                    "pre_train_loss": pre_train_loss,
+                }
+            ),
+        }
+    )
+    return Message(content=content, reply_to=msg)

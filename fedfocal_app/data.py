@@ -1,0 +1,246 @@
+"""Data: load, partition (flwr-datasets), decode once into tensors, cache.
+
+Two datasets share one path through flwr-datasets' ``DirichletPartitioner``:
+
+- ``digits``: scikit-learn's 8x8 digits (1,797 images, ships with scikit-learn, so the
+  app runs offline), wrapped as a ``datasets.Dataset``; a fixed, stratified 20% is
+  held out as the central test set.
+- ``cifar10``: the Hugging Face ``uoft-cs/cifar10`` dataset through
+  ``FederatedDataset``, from the Hub or from local parquet files (``data-dir``).
+
+Shards are decoded and normalised once per process into float32 tensors and kept in
+an in-process cache (simulation actors live for the whole run), so the training loop
+never touches PIL or ``datasets`` transforms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import torch
+from flwr_datasets import FederatedDataset
+from flwr_datasets.partitioner import DirichletPartitioner
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torchvision.transforms.v2 import functional as TF
+
+from .config import ConfigError, RunConfig, check_partitioning, parquet_files
+
+NUM_CLASSES = 10
+HUB_CIFAR10 = "uoft-cs/cifar10"
+# Fixed (not the run seed) so every run, whatever its seed, is scored on the same
+# digits test set.
+DIGITS_TEST_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+# Standard CIFAR-10 channel statistics (training set).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Decoded examples: ``x`` (N, C, H, W) float32, normalised; ``y`` (N,) int64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def label_counts(self) -> np.ndarray:
+        """Examples per class, shape (NUM_CLASSES,)."""
+        return np.bincount(self.y.numpy(), minlength=NUM_CLASSES)
+
+
+class HubUnreachableError(RuntimeError):
+    """CIFAR-10 could not be fetched from the Hugging Face Hub."""
+
+
+# --------------------------------------------------------------------------- digits
+
+
+@functools.cache
+def _digits_splits() -> tuple[datasets.Dataset, datasets.Dataset]:
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32)  # (1797, 8, 8), values 0..16
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images,
+        bunch.target,
+        test_size=DIGITS_TEST_FRACTION,
+        stratify=bunch.target,
+        random_state=DIGITS_TEST_SEED,
+    )
+    features = datasets.Features(
+        {
+            "image": datasets.Array2D(shape=(8, 8), dtype="float32"),
+            "label": datasets.ClassLabel(names=[str(d) for d in range(10)]),
+        }
+    )
+
+    def as_dataset(x: np.ndarray, y: np.ndarray) -> datasets.Dataset:
+        return datasets.Dataset.from_dict(
+            {"image": list(x), "label": y.astype(np.int64)}, features=features
+        )
+
+    return as_dataset(x_tr, y_tr), as_dataset(x_te, y_te)
+
+
+def _decode_digits(ds: datasets.Dataset) -> Shard:
+    arr = ds.with_format("numpy")
+    x = torch.from_numpy(np.asarray(arr["image"], dtype=np.float32) / 16.0)
+    y = torch.from_numpy(np.asarray(arr["label"], dtype=np.int64))
+    return Shard(x=x.unsqueeze(1).contiguous(), y=y)  # (N, 1, 8, 8)
+
+
+# --------------------------------------------------------------------------- cifar10
+
+
+def _cifar_source(data_dir: str) -> dict:
+    """FederatedDataset kwargs: local parquet files when ``data_dir`` is set, else Hub."""
+    if data_dir:
+        return {"dataset": "parquet", "data_files": parquet_files(data_dir)}
+    return {"dataset": HUB_CIFAR10}
+
+
+@contextlib.contextmanager
+def _hub_errors(data_dir: str) -> Iterator[None]:
+    """Turn a failed Hub download into one message that names ``data-dir``."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as err:  # network failures surface as many types (httpx, OSError)
+        if data_dir:  # local files: not a Hub problem, keep the original error
+            raise
+        raise HubUnreachableError(
+            f"could not load '{HUB_CIFAR10}' from the Hugging Face Hub "
+            f"({type(err).__name__}: {err}). Without Hub access, put the dataset's "
+            "parquet files (train-*.parquet, test-*.parquet) in a folder and run with "
+            "--run-config \"dataset='cifar10' data-dir='/abs/path/to/folder'\"."
+        ) from err
+
+
+@functools.cache
+def _cifar_federated(
+    data_dir: str, num_partitions: int, alpha: float, min_size: int, seed: int
+) -> FederatedDataset:
+    partitioner = DirichletPartitioner(
+        num_partitions=num_partitions,
+        partition_by="label",
+        alpha=alpha,
+        min_partition_size=min_size,
+        seed=seed,
+    )
+    return FederatedDataset(
+        **_cifar_source(data_dir), partitioners={"train": partitioner}, seed=seed
+    )
+
+
+@functools.cache
+def _cifar_split(data_dir: str, split: str) -> datasets.Dataset:
+    """A whole split (``train`` or ``test``), unpartitioned."""
+    with _hub_errors(data_dir):
+        fds = FederatedDataset(**_cifar_source(data_dir), partitioners={"train": 1})
+        return fds.load_split(split)
+
+
+def _decode_cifar(ds: datasets.Dataset) -> Shard:
+    # One JPEG/PNG decode per image, once; then a single normalisation on the batch.
+    images = np.stack([np.asarray(img.convert("RGB")) for img in ds["img"]])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)  # (N,3,32,32)
+    x = TF.normalize(x, list(CIFAR10_MEAN), list(CIFAR10_STD))
+    y = torch.tensor(ds["label"], dtype=torch.int64)
+    return Shard(x=x.contiguous(), y=y)
+
+
+# --------------------------------------------------------------------------- public
+
+
+@functools.cache
+def _digits_partitioner(
+    num_partitions: int, alpha: float, min_size: int, seed: int
+) -> DirichletPartitioner:
+    partitioner = DirichletPartitioner(
+        num_partitions=num_partitions,
+        partition_by="label",
+        alpha=alpha,
+        min_partition_size=min_size,
+        seed=seed,
+    )
+    partitioner.dataset = _digits_splits()[0]
+    return partitioner
+
+
+def train_size(cfg: RunConfig) -> int:
+    """Number of training examples of the configured dataset (before partitioning)."""
+    if cfg.dataset == "digits":
+        return len(_digits_splits()[0])
+    return _cifar_split(cfg.data_dir, "train").num_rows
+
+
+def partitioner_for(cfg: RunConfig, num_partitions: int) -> DirichletPartitioner:
+    """The run's DirichletPartitioner, dataset attached; sizes checked before the draw."""
+    check_partitioning(cfg, num_partitions, train_size(cfg))
+    key = (num_partitions, cfg.dirichlet_alpha, cfg.min_partition_size, cfg.seed)
+    if cfg.dataset == "digits":
+        return _digits_partitioner(*key)
+    fds = _cifar_federated(cfg.data_dir, *key)
+    partitioner = fds.partitioners["train"]
+    if not partitioner.is_dataset_assigned():
+        with _hub_errors(cfg.data_dir):
+            fds.load_partition(0, "train")  # attaches the (shuffled) train split
+    return partitioner
+
+
+@functools.lru_cache(maxsize=64)
+def _load_shard(
+    dataset: str,
+    data_dir: str,
+    num_partitions: int,
+    alpha: float,
+    min_size: int,
+    seed: int,
+    partition_id: int,
+) -> Shard:
+    if dataset == "digits":
+        part = _digits_partitioner(num_partitions, alpha, min_size, seed)
+        return _decode_digits(part.load_partition(partition_id))
+    fds = _cifar_federated(data_dir, num_partitions, alpha, min_size, seed)
+    with _hub_errors(data_dir):
+        return _decode_cifar(fds.load_partition(partition_id, "train"))
+
+
+def load_shard(cfg: RunConfig, partition_id: int, num_partitions: int) -> Shard:
+    """Decoded training shard ``partition_id`` of ``num_partitions`` (cached)."""
+    if not 0 <= partition_id < num_partitions:
+        raise ConfigError(
+            f"node config 'partition-id' = {partition_id} is invalid: must lie in "
+            f"[0, {num_partitions}) for num-partitions = {num_partitions}"
+        )
+    check_partitioning(cfg, num_partitions, train_size(cfg))
+    return _load_shard(
+        cfg.dataset,
+        cfg.data_dir,
+        num_partitions,
+        cfg.dirichlet_alpha,
+        cfg.min_partition_size,
+        cfg.seed,
+        partition_id,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_test(dataset: str, data_dir: str) -> Shard:
+    if dataset == "digits":
+        return _decode_digits(_digits_splits()[1])
+    return _decode_cifar(_cifar_split(data_dir, "test"))
+
+
+def load_test_set(cfg: RunConfig) -> Shard:
+    """The dataset's own central test split, decoded once per process."""
+    return _load_test(cfg.dataset, cfg.data_dir)

@@ -1,0 +1,157 @@
+"""Run outputs: ``results.json`` after every round, final model, accuracy plot.
+
+A run folder holds everything needed to read a result later: the resolved run config,
+package versions, hardware, seeds, and per-round train/eval metrics with wall times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.json"
+MODEL_FILE = "model.pt"
+PLOT_FILE = "accuracy.png"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """JSON version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False).encode())
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions and hardware, stored with every result."""
+    import torch  # local: keep module import light for the report command
+
+    versions = {}
+    for pkg in ("flwr", "flwr-datasets", "torch", "torchvision", "numpy", "scikit-learn"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def resolve_run_dir(output_dir: str, run_name: str) -> Path:
+    """``output_dir/run_name`` as an absolute path (relative to the working directory)."""
+    return (Path(output_dir).expanduser() / run_name).resolve()
+
+
+def default_run_name(cfg_dict: dict[str, Any]) -> str:
+    """``<timestamp>-<strategy>-<loss>-a<alpha>-s<seed>``, unique per second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return (
+        f"{stamp}-{cfg_dict['strategy']}-{cfg_dict['loss']}"
+        f"-a{cfg_dict['dirichlet-alpha']:g}-s{cfg_dict['seed']}"
+    )
+
+
+def plot_accuracy(rounds: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Accuracy and balanced accuracy of the global model per round (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evaluated = [r for r in rounds if r.get("eval")]
+    xs = [r["round"] for r in evaluated]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [r["eval"]["accuracy"] for r in evaluated], marker="o", label="accuracy")
+    ax.plot(
+        xs,
+        [r["eval"]["balanced_accuracy"] for r in evaluated],
+        marker="s",
+        label="balanced accuracy",
+    )
+    ax.set_xlabel("server round")
+    ax.set_ylabel("central test score (fraction correct)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """Read a run folder's ``results.json``."""
+    return json.loads((Path(run_dir) / RESULTS_FILE).read_text())
+
+
+class RunRecorder:
+    """Collects per-round metrics and rewrites ``results.json`` after every round."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any], title: str) -> None:
+        self.run_dir = run_dir
+        self.title = title
+        self.results: dict[str, Any] = {
+            "status": "running",
+            "run_dir": str(run_dir),
+            "config": config,
+            "environment": environment_info(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "rounds": [],
+        }
+        self._pending_train: dict[str, Any] = {}
+        self._t_last = time.perf_counter()
+        self._t_start = self._t_last
+
+    def record_train(self, aggregated: dict[str, Any], clients: list[dict[str, Any]]) -> None:
+        """Keep the round's aggregated and per-client train metrics until its eval."""
+        self._pending_train = {"train": aggregated, "clients": clients}
+
+    def record_round(self, server_round: int, eval_metrics: dict[str, Any]) -> None:
+        """Close a round (0 = initial model) and rewrite ``results.json``."""
+        now = time.perf_counter()
+        entry = {
+            "round": server_round,
+            "eval": eval_metrics,
+            **self._pending_train,
+            "wall_time_s": now - self._t_last,
+        }
+        self._pending_train = {}
+        self._t_last = now
+        self.results["rounds"].append(entry)
+        self.results["elapsed_s"] = now - self._t_start
+        self.write()
+
+    def write(self) -> None:
+        """Atomically rewrite ``results.json``."""
+        atomic_write_json(self.run_dir / RESULTS_FILE, self.results)
+
+    def finish(self, state_dict_bytes: bytes) -> None:
+        """Save the final model and the plot, mark the run finished."""
+        atomic_write_bytes(self.run_dir / MODEL_FILE, state_dict_bytes)
+        plot_accuracy(self.results["rounds"], self.run_dir / PLOT_FILE, self.title)
+        self.results["status"] = "finished"
+        self.write()

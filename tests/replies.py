@@ -1,0 +1,36 @@
+"""Hand-built reply Messages, as a SuperLink would deliver them to a strategy."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Metadata
+
+
+def reply(node_id: int, arrays: dict[str, np.ndarray], metrics: dict) -> Message:
+    """A train reply from ``node_id`` with one ArrayRecord and one MetricRecord."""
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            "metrics": MetricRecord(metrics),
+        }
+    )
+    return from_content(node_id, content)
+
+
+def from_content(node_id: int, content: RecordDict) -> Message:
+    """Wrap arbitrary ``content`` (valid or not) in a reply from ``node_id``."""
+    metadata = Metadata(
+        run_id=1,
+        message_id=f"m{node_id}",
+        src_node_id=node_id,
+        dst_node_id=0,
+        reply_to_message_id="i",
+        group_id="1",
+        created_at=time.time(),
+        ttl=60.0,
+        message_type="train",
+    )
+    return Message(content=content, metadata=metadata)
