@@ -32,6 +32,7 @@ class RunConfig:
     num_server_rounds: int
     fraction_train: float
     min_available_nodes: int
+    round_timeout: float
     local_epochs: int
     batch_size: int
     learning_rate: float
@@ -163,6 +164,7 @@ def parse_run_config(raw: dict[str, Any]) -> RunConfig:
         num_server_rounds=_int(raw, "num-server-rounds", 1),
         fraction_train=_float(raw, "fraction-train", 0.0, 1.0, low_open=True),
         min_available_nodes=_int(raw, "min-available-nodes", 1),
+        round_timeout=_float(raw, "round-timeout", 0.0, low_open=True),
         local_epochs=_int(raw, "local-epochs", 1),
         batch_size=_int(raw, "batch-size", 1),
         learning_rate=_float(raw, "learning-rate", 0.0, low_open=True),

@@ -107,6 +107,7 @@ def main(grid: Grid, context: Context) -> None:
         grid=grid,
         initial_arrays=ArrayRecord(model.state_dict()),
         num_rounds=cfg.num_server_rounds,
+        timeout=cfg.round_timeout,
         train_config=train_config_record(cfg),
         evaluate_fn=central_evaluate,
     )
