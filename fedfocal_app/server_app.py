@@ -9,7 +9,7 @@ from logging import INFO
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from flwr.supercore import log
 
@@ -17,7 +17,7 @@ from .config import RunConfig, parse_run_config
 from .data import load_test_set
 from .models import build_model
 from .outputs import RunRecorder, default_run_name, resolve_run_dir
-from .strategy import FedFocal
+from .strategy import AppFedAvg, AppFedProx, FedFocal
 from .training import evaluate, match_torch_threads, pick_device
 
 app = ServerApp()
@@ -67,8 +67,8 @@ def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg
             **common,
         )
     if cfg.strategy == "fedprox":
-        return FedProx(proximal_mu=cfg.proximal_mu, **common)
-    return FedAvg(**common)
+        return AppFedProx(proximal_mu=cfg.proximal_mu, **common)
+    return AppFedAvg(**common)
 
 
 @app.main()

@@ -18,7 +18,7 @@ from logging import INFO, WARNING
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, sample_nodes
 from flwr.supercore import log
 
@@ -83,7 +83,36 @@ def focal_sampling_probabilities(
     return (1.0 - mix) * focus + mix / k
 
 
-class FedFocal(FedAvg):
+class AppStrategyMixin:
+    """What every strategy gets as this app runs it (FedFocal, FedAvg, FedProx).
+
+    Mixed in before a Flower strategy class, it overrides only what the app adds:
+
+    - federated evaluation every ``evaluate_every`` rounds (0 = never);
+    - ``client_weights``: the aggregation weight of each valid reply (``n_k`` here;
+      FedFocal overrides it).
+    """
+
+    evaluate_every: int = 0
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Federated evaluation only on rounds that are multiples of ``evaluate_every``."""
+        if self.evaluate_every <= 0 or server_round % self.evaluate_every:
+            return []
+        return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+
+
+class AppFedAvg(AppStrategyMixin, FedAvg):
+    """Flower's FedAvg as the app runs it."""
+
+
+class AppFedProx(AppStrategyMixin, FedProx):
+    """Flower's FedProx as the app runs it."""
+
+
+class FedFocal(AppStrategyMixin, FedAvg):
     """FedAvg with Fed-Focal aggregation weights and optional focal client sampling.
 
     Parameters
