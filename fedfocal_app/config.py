@@ -33,6 +33,11 @@ class RunConfig:
     fraction_train: float
     min_available_nodes: int
     round_timeout: float
+    node_wait_timeout: float
+    max_client_weight: float
+    min_valid_replies: int
+    max_num_examples: int
+    resume_from: str
     local_epochs: int
     batch_size: int
     learning_rate: float
@@ -165,6 +170,11 @@ def parse_run_config(raw: dict[str, Any]) -> RunConfig:
         fraction_train=_float(raw, "fraction-train", 0.0, 1.0, low_open=True),
         min_available_nodes=_int(raw, "min-available-nodes", 1),
         round_timeout=_float(raw, "round-timeout", 0.0, low_open=True),
+        node_wait_timeout=_float(raw, "node-wait-timeout", 0.0, low_open=True),
+        max_client_weight=_float(raw, "max-client-weight", 0.0, 1.0, low_open=True),
+        min_valid_replies=_int(raw, "min-valid-replies", 1),
+        max_num_examples=_int(raw, "max-num-examples", 1),
+        resume_from=_str(raw, "resume-from"),
         local_epochs=_int(raw, "local-epochs", 1),
         batch_size=_int(raw, "batch-size", 1),
         learning_rate=_float(raw, "learning-rate", 0.0, low_open=True),

@@ -6,6 +6,7 @@ package versions, hardware, seeds, and per-round train/eval metrics with wall ti
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -14,6 +15,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .config import ConfigError
 
 RESULTS_FILE = "results.json"
 MODEL_FILE = "model.pt"
@@ -111,31 +114,55 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
 class RunRecorder:
     """Collects per-round metrics and rewrites ``results.json`` after every round."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], title: str) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: dict[str, Any],
+        title: str,
+        resumed: dict[str, Any] | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self.title = title
-        self.results: dict[str, Any] = {
-            "status": "running",
-            "run_dir": str(run_dir),
-            "config": config,
-            "environment": environment_info(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "rounds": [],
-        }
+        if resumed is None:
+            self.results: dict[str, Any] = {
+                "status": "running",
+                "run_dir": str(run_dir),
+                "config": config,
+                "environment": environment_info(),
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "rounds": [],
+            }
+        else:  # a resumed run continues the same results, noting when it resumed
+            self.results = resumed
+            self.results["status"] = "running"
+            self.results["config"] = config
+            self.results.setdefault("resumed_at", []).append(
+                {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "after_round": len(resumed["rounds"]) - 1}
+            )
         self._pending_train: dict[str, Any] = {}
         self._t_last = time.perf_counter()
-        self._t_start = self._t_last
+        self._t_start = self._t_last - self.results.get("elapsed_s", 0.0)
 
     def record_train(self, aggregated: dict[str, Any], clients: list[dict[str, Any]]) -> None:
         """Keep the round's aggregated and per-client train metrics until its eval."""
         self._pending_train = {"train": aggregated, "clients": clients}
 
-    def record_round(self, server_round: int, eval_metrics: dict[str, Any]) -> None:
-        """Close a round (0 = initial model) and rewrite ``results.json``."""
+    def record_round(
+        self,
+        server_round: int,
+        eval_metrics: dict[str, Any],
+        replies: dict[str, Any] | None = None,
+    ) -> None:
+        """Close a round (0 = initial model) and rewrite ``results.json``.
+
+        ``replies`` is the strategy's account of the round's replies (valid, dropped
+        with reasons, failed, whether the weight cap bound).
+        """
         now = time.perf_counter()
         entry = {
             "round": server_round,
             "eval": eval_metrics,
+            **({"replies": replies} if replies is not None else {}),
             **self._pending_train,
             "wall_time_s": now - self._t_last,
         }
@@ -155,3 +182,73 @@ class RunRecorder:
         plot_accuracy(self.results["rounds"], self.run_dir / PLOT_FILE, self.title)
         self.results["status"] = "finished"
         self.write()
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+# Keys that may differ between a run and its resumption; all others must match.
+RESUMABLE_CHANGES = frozenset(
+    {"resume-from", "num-server-rounds", "round-timeout", "node-wait-timeout", "output-dir", "run-name"}
+)
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Atomically write the round's checkpoint (global arrays, strategy, RNG, metrics)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(run_dir / CHECKPOINT_FILE, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (our own file: full unpickle)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def find_checkpoint(resume_from: str, output_dir: str) -> Path | None:
+    """The checkpoint ``resume-from`` names: none, the newest unfinished, or a folder's."""
+    if not resume_from:
+        return None
+    if resume_from == "latest":
+        candidates = [
+            p
+            for p in Path(output_dir).expanduser().resolve().glob(f"*/{CHECKPOINT_FILE}")
+            if not _finished(p.parent)
+        ]
+        if not candidates:
+            raise ConfigError(
+                f"run config 'resume-from' = 'latest' is invalid: no unfinished run with a "
+                f"checkpoint in output-dir {Path(output_dir).resolve()}"
+            )
+        return max(candidates, key=lambda p: p.stat().st_mtime)
+    path = Path(resume_from).expanduser().resolve()
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"run config 'resume-from' = {resume_from!r} is invalid: no checkpoint at {path}"
+        )
+    return path
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume a run under a different configuration."""
+    changed = sorted(
+        k for k in set(saved) | set(current)
+        if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+    )
+    if changed:
+        diffs = ", ".join(f"'{k}': {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"run config 'resume-from' is invalid: the checkpoint was made with a different "
+            f"configuration ({diffs}); only {sorted(RESUMABLE_CHANGES)} may change"
+        )
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        return load_results(run_dir).get("status") == "finished"
+    except (OSError, ValueError):
+        return False

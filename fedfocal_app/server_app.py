@@ -1,10 +1,15 @@
-"""ServerApp: validate the run config, build the strategy, evaluate centrally, record."""
+"""ServerApp: validate the run config, build the strategy, evaluate centrally, record.
+
+Every round ends with ``results.json`` and an atomic checkpoint in the run folder;
+``resume-from`` continues a killed run from its last checkpoint.
+"""
 
 from __future__ import annotations
 
 import io
 import random
 from logging import INFO
+from pathlib import Path
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
@@ -16,8 +21,16 @@ from flwr.supercore import log
 from .config import RunConfig, parse_run_config
 from .data import load_test_set
 from .models import build_model
-from .outputs import RunRecorder, default_run_name, resolve_run_dir
-from .strategy import AppFedAvg, AppFedProx, FedFocal
+from .outputs import (
+    RunRecorder,
+    check_resumable,
+    default_run_name,
+    find_checkpoint,
+    load_checkpoint,
+    resolve_run_dir,
+    save_checkpoint,
+)
+from .strategy import AppFedAvg, AppFedProx, AppStrategyMixin, FedFocal
 from .training import evaluate, match_torch_threads, pick_device
 
 app = ServerApp()
@@ -57,8 +70,9 @@ def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg
         "min_available_nodes": cfg.min_available_nodes,
         "train_metrics_aggr_fn": train_metrics,
     }
+    strategy: AppStrategyMixin
     if cfg.strategy == "fedfocal":
-        return FedFocal(
+        strategy = FedFocal(
             focal_gamma=cfg.focal_gamma,
             aggregation_gamma=cfg.aggregation_gamma,
             sampling=cfg.sampling,
@@ -66,35 +80,74 @@ def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg
             seed=cfg.seed,
             **common,
         )
-    if cfg.strategy == "fedprox":
-        return AppFedProx(proximal_mu=cfg.proximal_mu, **common)
-    return AppFedAvg(**common)
+    elif cfg.strategy == "fedprox":
+        strategy = AppFedProx(proximal_mu=cfg.proximal_mu, **common)
+    else:
+        strategy = AppFedAvg(**common)
+    strategy.max_client_weight = cfg.max_client_weight
+    strategy.min_valid_replies = cfg.min_valid_replies
+    strategy.max_num_examples = cfg.max_num_examples
+    strategy.node_wait_timeout = cfg.node_wait_timeout
+    return strategy  # type: ignore[return-value]
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` of the configured strategy with central evaluation."""
     cfg = parse_run_config(context.run_config)  # bad config fails here, before training
+    checkpoint_path = find_checkpoint(cfg.resume_from, cfg.output_dir)
     match_torch_threads()
     random.seed(cfg.seed)  # Flower's uniform client sampling draws from `random`
     device = pick_device()
     test_set = load_test_set(cfg)
     model = build_model(cfg.resolved_model, seed=cfg.seed)
-
-    run_dir = resolve_run_dir(cfg.output_dir, cfg.run_name or default_run_name(cfg.to_dict()))
+    initial_arrays = ArrayRecord(model.state_dict())
     title = f"{cfg.strategy} / {cfg.loss} loss / Dir({cfg.dirichlet_alpha:g}) / seed {cfg.seed}"
-    recorder = RunRecorder(run_dir, cfg.to_dict(), title)
+
+    checkpoint = None
+    if checkpoint_path is not None:
+        checkpoint = load_checkpoint(checkpoint_path)
+        check_resumable(checkpoint["config"], cfg.to_dict())
+        run_dir = checkpoint_path.parent
+        recorder = RunRecorder(run_dir, cfg.to_dict(), title, resumed=checkpoint["results"])
+    else:
+        run_name = cfg.run_name or default_run_name(cfg.to_dict())
+        run_dir = resolve_run_dir(cfg.output_dir, run_name)
+        recorder = RunRecorder(run_dir, cfg.to_dict(), title)
+    strategy = make_strategy(cfg, recorder)
+    done = 0
+    if checkpoint is not None:
+        done = int(checkpoint["round"])
+        initial_arrays = ArrayRecord(checkpoint["arrays"])
+        strategy.load_state_dict(checkpoint["strategy"])
+        strategy.round_offset = done
+        random.setstate(checkpoint["python_random"])
+        log(INFO, "fedfocal: resuming %s after round %d", run_dir, done)
     log(INFO, "fedfocal: writing results to %s", run_dir)
 
     def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
         metrics = evaluate(model.to(device), test_set, device)
-        recorder.record_round(server_round, metrics)
+        true_round = server_round + done
+        if server_round == 0 and done:  # a resumed run: round `done` is recorded already
+            return MetricRecord(metrics)
+        recorder.record_round(true_round, metrics, getattr(strategy, "round_report", None))
+        save_checkpoint(
+            run_dir,
+            {
+                "round": true_round,
+                "arrays": arrays.to_torch_state_dict(),
+                "strategy": strategy.state_dict(),
+                "python_random": random.getstate(),
+                "config": cfg.to_dict(),
+                "results": recorder.results,
+            },
+        )
         log(
             INFO,
             "fedfocal round %d: loss %.4f | accuracy %.4f | balanced accuracy %.4f "
             "| macro-F1 %.4f",
-            server_round,
+            true_round,
             metrics["loss"],
             metrics["accuracy"],
             metrics["balanced_accuracy"],
@@ -102,16 +155,20 @@ def main(grid: Grid, context: Context) -> None:
         )
         return MetricRecord(metrics)
 
-    strategy = make_strategy(cfg, recorder)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=cfg.num_server_rounds,
-        timeout=cfg.round_timeout,
-        train_config=train_config_record(cfg),
-        evaluate_fn=central_evaluate,
-    )
+    remaining = cfg.num_server_rounds - done
+    final_arrays = initial_arrays
+    if remaining > 0:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=initial_arrays,
+            num_rounds=remaining,
+            timeout=cfg.round_timeout,
+            train_config=train_config_record(cfg),
+            evaluate_fn=central_evaluate,
+        )
+        # Result.arrays stays empty when no round produced an aggregate.
+        final_arrays = result.arrays if len(result.arrays) else initial_arrays
     buffer = io.BytesIO()
-    torch.save(result.arrays.to_torch_state_dict(), buffer)
+    torch.save(final_arrays.to_torch_state_dict(), buffer)
     recorder.finish(buffer.getvalue())
-    log(INFO, "fedfocal: finished; results in %s", run_dir)
+    log(INFO, "fedfocal: finished; results in %s", Path(run_dir))

@@ -12,17 +12,28 @@ Flower's ``FedAvg``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from logging import INFO, WARNING
+from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, sample_nodes
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from flwr.supercore import log
 
-FOCAL_WEIGHT_KEY = "fedfocal-weight"
+from .robust import TRAIN_METRICS, cap_shares, check_arrays, check_metrics, wait_for_nodes
+
+WEIGHT_KEY = "fedfocal-aggregation-weight"
 
 
 def focal_factors(losses: Sequence[float] | np.ndarray, gamma_s: float) -> np.ndarray:
@@ -86,22 +97,145 @@ def focal_sampling_probabilities(
 class AppStrategyMixin:
     """What every strategy gets as this app runs it (FedFocal, FedAvg, FedProx).
 
-    Mixed in before a Flower strategy class, it overrides only what the app adds:
+    Mixed in before a Flower strategy class, it changes only what the app adds:
 
-    - federated evaluation every ``evaluate_every`` rounds (0 = never);
-    - ``client_weights``: the aggregation weight of each valid reply (``n_k`` here;
-      FedFocal overrides it).
+    - every reply is validated before aggregation; a bad one (wrong records, keys,
+      shapes or dtypes, NaN/Inf, missing or non-finite metrics, implausible
+      ``num-examples``) is dropped with one warning naming node and reason;
+    - no client's share of the aggregate exceeds ``max_client_weight``;
+    - with fewer than ``min_valid_replies`` usable replies the round keeps the
+      previous global model;
+    - waiting for SuperNodes gives up after ``node_wait_timeout`` seconds;
+    - rounds are numbered from ``round_offset`` (a resumed run continues its count);
+    - federated evaluation runs every ``evaluate_every`` rounds (0 = never);
+    - aggregation is independent of reply arrival order (replies are summed in a
+      canonical order), so a run is reproducible from its seed.
+
+    ``client_weights`` gives the unnormalised aggregation weight of each valid reply
+    (``n_k`` here; FedFocal overrides it).
     """
 
+    max_client_weight: float = 1.0
+    min_valid_replies: int = 1
+    max_num_examples: float = math.inf
+    node_wait_timeout: float = math.inf
+    round_offset: int = 0
     evaluate_every: int = 0
+    required_train_metrics: tuple[str, ...] = TRAIN_METRICS
 
+    # ------------------------------------------------------------------ hooks
+    def client_weights(self, metrics: list[MetricRecord]) -> np.ndarray:
+        """Unnormalised aggregation weights of valid replies: ``n_k`` (FedAvg)."""
+        return np.array([float(m[self.weighted_by_key]) for m in metrics])  # type: ignore[attr-defined]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Strategy state a checkpoint must keep (none for FedAvg/FedProx)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    # ------------------------------------------------------------------ train
+    def begin_train_round(self, server_round: int, arrays: ArrayRecord, grid: Grid) -> int:
+        """Remember the arrays sent, wait for nodes (bounded); return the true round."""
+        self.sent_arrays = arrays
+        self.round_report: dict[str, Any] = {"dropped": [], "failed": 0, "capped": False}
+        wait_for_nodes(grid, self.min_available_nodes, self.node_wait_timeout)  # type: ignore[attr-defined]
+        return server_round + self.round_offset
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's sampling, with a bounded wait and the resumed round number."""
+        true_round = self.begin_train_round(server_round, arrays, grid)
+        return super().configure_train(true_round, arrays, config, grid)  # type: ignore[misc]
+
+    def valid_train_replies(self, replies: Iterable[Message]) -> list[Message]:
+        """Replies fit to aggregate; each dropped one is logged and counted."""
+        valid = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                self.round_report["failed"] += 1
+                log(WARNING, "dropping reply from node %d: client error: %s", node, msg.error.reason)
+                continue
+            reason = check_metrics(
+                msg.content, self.required_train_metrics, self.max_num_examples
+            ) or check_arrays(msg.content, self.sent_arrays)
+            if reason:
+                self.round_report["dropped"].append({"node": node, "reason": reason})
+                log(WARNING, "dropping reply from node %d: %s", node, reason)
+                continue
+            valid.append(msg)
+        # Canonical summation order: float sums then do not depend on arrival order.
+        return sorted(valid, key=lambda m: _metric_key(m, self.required_train_metrics))
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate, weight (``client_weights``), cap, then average arrays."""
+        valid = self.valid_train_replies(replies)
+        self.round_report["valid"] = len(valid)
+        log(
+            INFO,
+            "aggregate_train: %d valid replies, %d dropped, %d failed",
+            len(valid),
+            len(self.round_report["dropped"]),
+            self.round_report["failed"],
+        )
+        if len(valid) < max(self.min_valid_replies, 1):
+            log(
+                WARNING,
+                "only %d valid replies (min-valid-replies = %d): keeping the previous "
+                "global model this round",
+                len(valid),
+                self.min_valid_replies,
+            )
+            return None, None
+        contents = [msg.content for msg in valid]
+        metrics = [next(iter(c.metric_records.values())) for c in contents]
+        weights = self.client_weights(metrics)
+        capped = cap_shares(weights, self.max_client_weight)
+        self.round_report["capped"] = capped is not weights
+        self.round_report["shares"] = (capped / capped.sum()).tolist()
+        weighted = [
+            RecordDict({**dict(c.array_records.items()), "w": MetricRecord({WEIGHT_KEY: float(w)})})
+            for c, w in zip(contents, capped)
+        ]
+        arrays = aggregate_arrayrecords(weighted, WEIGHT_KEY)
+        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)  # type: ignore[attr-defined]
+
+    # --------------------------------------------------------------- evaluate
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Federated evaluation only on rounds that are multiples of ``evaluate_every``."""
-        if self.evaluate_every <= 0 or server_round % self.evaluate_every:
+        true_round = server_round + self.round_offset
+        if self.evaluate_every <= 0 or true_round % self.evaluate_every:
             return []
-        return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+        return super().configure_evaluate(true_round, arrays, config, grid)  # type: ignore[misc]
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Drop malformed evaluation replies instead of ending the run."""
+        valid = []
+        for msg in replies:
+            if msg.has_error():
+                continue
+            reason = check_metrics(msg.content, ("num-examples",), self.max_num_examples)
+            if reason:
+                log(WARNING, "dropping evaluate reply from node %d: %s", msg.metadata.src_node_id, reason)
+                continue
+            valid.append(msg)
+        if not valid:
+            return None
+        return super().aggregate_evaluate(server_round + self.round_offset, valid)  # type: ignore[misc]
+
+
+def _metric_key(msg: Message, keys: tuple[str, ...]) -> tuple[float, ...]:
+    metrics = next(iter(msg.content.metric_records.values()))
+    return tuple(float(metrics[k]) for k in keys)
 
 
 class AppFedAvg(AppStrategyMixin, FedAvg):
@@ -182,41 +316,45 @@ class FedFocal(AppStrategyMixin, FedAvg):
         if self.sampling == "uniform" or self.fraction_train >= 1.0:
             return super().configure_train(server_round, arrays, config, grid)
 
-        num_nodes = int(len(list(grid.get_node_ids())) * self.fraction_train)
-        sample_size = max(num_nodes, self.min_train_nodes)
-        _, all_nodes = sample_nodes(grid, self.min_available_nodes, sample_size)
+        config["server-round"] = self.begin_train_round(server_round, arrays, grid)
+        all_nodes = list(grid.get_node_ids())
+        sample_size = min(
+            max(int(len(all_nodes) * self.fraction_train), self.min_train_nodes),
+            len(all_nodes),
+        )
         losses = [self.client_losses.get(n, np.inf) for n in all_nodes]
         probs = focal_sampling_probabilities(losses, self.aggregation_gamma, self.sampling_mix)
         chosen = self.rng.choice(len(all_nodes), size=sample_size, replace=False, p=probs)
         node_ids = [all_nodes[i] for i in sorted(chosen)]
         log(INFO, "configure_train: focal-sampled %s nodes (out of %s)", sample_size, len(all_nodes))
-        config["server-round"] = server_round
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return self._construct_messages(record, node_ids, "train")
+        return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Average client arrays with weights n_k (1 - e^{-L_k})^{gamma_s}."""
-        valid, _ = self._check_and_log_replies(replies, is_train=True)
-        if not valid:
-            return None, None
-        contents = [msg.content for msg in valid]
-        metrics = [next(iter(c.metric_records.values())) for c in contents]
-        num_examples = [float(m[self.weighted_by_key]) for m in metrics]
-        losses = [float(m[self.pre_train_loss_key]) for m in metrics]
-        for msg, loss in zip(valid, losses):
-            self.client_losses[msg.metadata.src_node_id] = loss
+    def valid_train_replies(self, replies: Iterable[Message]) -> list[Message]:
+        """Valid replies; their ``pre_train_loss`` becomes the node's last known L_k."""
+        valid = super().valid_train_replies(replies)
+        for msg in valid:
+            metrics = next(iter(msg.content.metric_records.values()))
+            self.client_losses[msg.metadata.src_node_id] = float(metrics[self.pre_train_loss_key])
+        return valid
 
-        weights = focal_client_weights(num_examples, losses, self.aggregation_gamma)
-        weighted = [
-            RecordDict(
-                {
-                    **dict(c.array_records.items()),
-                    "weight": MetricRecord({FOCAL_WEIGHT_KEY: float(w)}),
-                }
-            )
-            for c, w in zip(contents, weights)
-        ]
-        arrays = aggregate_arrayrecords(weighted, FOCAL_WEIGHT_KEY)
-        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+    def client_weights(self, metrics: list[MetricRecord]) -> np.ndarray:
+        """FedFocal weights n_k (1 - e^{-L_k})^{gamma_s} (:func:`focal_client_weights`)."""
+        return focal_client_weights(
+            [float(m[self.weighted_by_key]) for m in metrics],
+            [float(m[self.pre_train_loss_key]) for m in metrics],
+            self.aggregation_gamma,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Last known client losses and the sampling RNG, for checkpoints."""
+        return {
+            "client_losses": {str(k): v for k, v in self.client_losses.items()},
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.client_losses = {int(k): float(v) for k, v in state.get("client_losses", {}).items()}
+        if "rng" in state:
+            self.rng.bit_generator.state = state["rng"]

@@ -54,6 +54,23 @@ def test_sampling_probabilities_by_hand():
     np.testing.assert_allclose(focal_sampling_probabilities([0.1, 5.0], 2.0, 1.0), [0.5, 0.5])
 
 
+class NodeRegistry:
+    """Stands in for the Grid's node registry: the strategy only asks for node ids."""
+
+    def __init__(self, nodes=(1, 2, 3)):
+        self.nodes = list(nodes)
+
+    def get_node_ids(self):
+        return self.nodes
+
+
+def sent(strategy, replies, server_round=1):
+    """Put ``strategy`` in the state configure_train leaves: it 'sent' these arrays."""
+    reference = replies[0].content["arrays"]
+    strategy.begin_train_round(server_round, reference, NodeRegistry())
+    return strategy
+
+
 def _replies():
     rng = np.random.default_rng(0)
     specs = [(1, 10, 0.2), (2, 30, 1.5), (3, 60, 0.7)]  # node, n_k, L_k
@@ -69,7 +86,7 @@ def _replies():
 
 def test_aggregate_matches_numpy_reference():
     replies, specs = _replies()
-    arrays, metrics = FedFocal(aggregation_gamma=2.0).aggregate_train(1, replies)
+    arrays, metrics = sent(FedFocal(aggregation_gamma=2.0), replies).aggregate_train(1, replies)
     weights = [n * (1 - math.exp(-loss)) ** 2 for _, n, loss in specs]
     for key in ("w", "b"):
         expected = np.average(
@@ -83,7 +100,7 @@ def test_aggregate_matches_numpy_reference():
 
 def test_gamma_zero_equals_fedavg_exactly():
     replies, _ = _replies()
-    ours, ours_metrics = FedFocal(aggregation_gamma=0.0).aggregate_train(1, replies)
+    ours, ours_metrics = sent(FedFocal(aggregation_gamma=0.0), replies).aggregate_train(1, replies)
     theirs, theirs_metrics = FedAvg().aggregate_train(1, replies)
     for key in theirs.keys():
         np.testing.assert_array_equal(ours[key].numpy(), theirs[key].numpy())
@@ -92,7 +109,7 @@ def test_gamma_zero_equals_fedavg_exactly():
 
 def test_aggregate_remembers_client_losses():
     replies, specs = _replies()
-    strategy = FedFocal()
+    strategy = sent(FedFocal(), replies)
     strategy.aggregate_train(1, replies)
     assert strategy.client_losses == {node: loss for node, _, loss in specs}
 
