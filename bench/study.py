@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -76,6 +77,9 @@ def run_all(jobs: list[tuple[str, dict]], out: Path, data_dir: str) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp, simulation_superlink(Path(tmp)) as link:
         for name, overrides in todo:
+            if (out.parent / "STOP").exists():  # touch docs/results/STOP: stop between runs
+                print("STOP file found: stopping before", name, flush=True)
+                return
             config = {**BUDGET, **overrides, "data-dir": data_dir}
             config.update({"output-dir": str(out), "run-name": name})
             t0 = time.perf_counter()
@@ -126,6 +130,8 @@ def main_jobs(gamma: float, gamma_s: float) -> list[tuple[str, dict]]:
 
 
 def main() -> None:
+    # SIGTERM unwinds like Ctrl-C, so the SuperLink context manager stops its processes.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["sweep", "main", "all"])
     parser.add_argument("--data-dir", required=True, help="folder with CIFAR-10 parquet files")

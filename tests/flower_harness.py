@@ -70,6 +70,7 @@ class SimulationSuperLink:
     name: str
     env: dict[str, str]
     log: Path
+    pid: int
 
     def flwr_run(
         self,
@@ -140,6 +141,6 @@ def simulation_superlink(tmp_path: Path) -> Iterator[SimulationSuperLink]:
         )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", proc, log)
-        yield SimulationSuperLink(name=name, env=env, log=log)
+        yield SimulationSuperLink(name=name, env=env, log=log, pid=proc.pid)
     finally:
         stop_process(proc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 from flwr.app import Metadata
 
 
@@ -22,7 +22,16 @@ def reply(node_id: int, arrays: dict[str, np.ndarray], metrics: dict) -> Message
 
 def from_content(node_id: int, content: RecordDict) -> Message:
     """Wrap arbitrary ``content`` (valid or not) in a reply from ``node_id``."""
-    metadata = Metadata(
+    return Message(content=content, metadata=_metadata(node_id))
+
+
+def failed(node_id: int, reason: str) -> Message:
+    """The reply Flower delivers when a ClientApp raised."""
+    return Message(error=Error(code=0, reason=reason), metadata=_metadata(node_id))
+
+
+def _metadata(node_id: int) -> Metadata:
+    return Metadata(
         run_id=1,
         message_id=f"m{node_id}",
         src_node_id=node_id,
@@ -33,4 +42,3 @@ def from_content(node_id: int, content: RecordDict) -> Message:
         ttl=60.0,
         message_type="train",
     )
-    return Message(content=content, metadata=metadata)
