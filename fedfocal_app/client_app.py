@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -45,7 +47,9 @@ def train_on_shard(msg: Message, context: Context) -> Message:
     order_seed = int(
         np.random.SeedSequence([cfg.seed, settings.server_round, partition_id]).generate_state(1)[0]
     )
+    t0 = time.perf_counter()
     train_loss = train(model, shard, settings, device, seed=order_seed)
+    train_time = time.perf_counter() - t0
 
     content = RecordDict(
         {
@@ -55,6 +59,7 @@ def train_on_shard(msg: Message, context: Context) -> Message:
                     "num-examples": len(shard),
                     "train_loss": train_loss,
                     "pre_train_loss": pre_train_loss,
+                    "train_time_s": train_time,  # local training only: for throughput
                 }
             ),
         }

@@ -19,6 +19,7 @@ FOCAL_ALPHAS = ("none", "balanced")
 SAMPLINGS = ("uniform", "focal")
 DATASETS = ("digits", "cifar10")
 MODELS = ("auto", "simple-cnn", "digits-cnn")
+AUGMENTS = ("none", "crop-flip")
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,7 @@ class RunConfig:
     learning_rate: float
     momentum: float
     weight_decay: float
+    augment: str
     strategy: str
     loss: str
     focal_gamma: float
@@ -180,6 +182,7 @@ def parse_run_config(raw: dict[str, Any]) -> RunConfig:
         learning_rate=_float(raw, "learning-rate", 0.0, low_open=True),
         momentum=_float(raw, "momentum", 0.0, 1.0),
         weight_decay=_float(raw, "weight-decay", 0.0),
+        augment=_choice(raw, "augment", AUGMENTS),
         strategy=_choice(raw, "strategy", STRATEGIES),
         loss=_choice(raw, "loss", LOSSES),
         focal_gamma=_float(raw, "focal-gamma", 0.0),

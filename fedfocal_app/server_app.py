@@ -45,6 +45,7 @@ def train_config_record(cfg: RunConfig) -> ConfigRecord:
             "lr": cfg.learning_rate,
             "momentum": cfg.momentum,
             "weight-decay": cfg.weight_decay,
+            "augment": cfg.augment,
             "loss": cfg.loss,
             "focal-gamma": cfg.focal_gamma,
             "focal-alpha": cfg.focal_alpha,

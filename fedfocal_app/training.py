@@ -41,6 +41,7 @@ class TrainSettings:
     focal_alpha: str  # "none" | "balanced"
     proximal_mu: float
     server_round: int
+    augment: str = "none"  # "none" | "crop-flip"
 
     @classmethod
     def from_config(cls, config: Any) -> "TrainSettings":
@@ -56,6 +57,7 @@ class TrainSettings:
             focal_alpha=str(config["focal-alpha"]),
             proximal_mu=float(config.get("proximal-mu", 0.0)),
             server_round=int(config["server-round"]),
+            augment=str(config.get("augment", "none")),
         )
 
 
@@ -113,6 +115,26 @@ def evaluate(model: nn.Module, shard: Shard, device: torch.device) -> dict[str, 
     }
 
 
+def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop (zero-padded by ``padding``) and horizontal flip, drawn per example.
+
+    ``torchvision.transforms.v2`` applied to a batch tensor draws one crop and one flip
+    for the whole batch; per-example draws on a batch need this gather instead of a
+    per-image PIL pipeline. x: (N, C, H, W) -> (N, C, H, W).
+    """
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N,1,H,1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N,1,1,W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    out = padded[batch, chan, rows, cols]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+    return torch.where(flip, out.flip(3), out)
+
+
 def train(
     model: nn.Module,
     shard: Shard,
@@ -146,7 +168,10 @@ def train(
         order = torch.randperm(len(shard), generator=generator).to(device)
         for start in range(0, len(shard), settings.batch_size):
             idx = order[start : start + settings.batch_size]
-            logits = model(x_all[idx])
+            xb = x_all[idx]
+            if settings.augment == "crop-flip":
+                xb = crop_flip(xb, generator)
+            logits = model(xb)
             loss = focal_loss(logits, y_all[idx], gamma=gamma, alpha=alpha)
             if global_params is not None:
                 prox = sum(

@@ -115,3 +115,4 @@ def test_balanced_alpha_rejects_bad_labels():
         balanced_alpha(np.array([]), 3)
     with pytest.raises(ValueError):
         balanced_alpha(np.array([0, 5]), 3)
+
