@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the real-process SuperLink launcher
 from flower_harness import simulation_superlink  # noqa: E402
@@ -129,14 +131,71 @@ def main_jobs(gamma: float, gamma_s: float) -> list[tuple[str, dict]]:
     return jobs
 
 
+def summarise(study_dir: Path) -> list[dict]:
+    """Mean and std over seeds of final accuracy and balanced accuracy per (method, alpha)."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for path in sorted(study_dir.glob("*/results.json")):
+        res = json.loads(path.read_text())
+        if res.get("status") != "finished":
+            continue
+        method = path.parent.name.rsplit("-a", 1)[0]
+        groups.setdefault((method, res["config"]["dirichlet-alpha"]), []).append(res)
+    rows = []
+    order = list(variants(1.0, 1.0))
+    for (method, alpha), runs in sorted(
+        groups.items(),
+        key=lambda kv: (kv[0][1], order.index(kv[0][0]) if kv[0][0] in order else len(order)),
+    ):
+        acc = np.array([r["rounds"][-1]["eval"]["accuracy"] for r in runs])
+        bal = np.array([r["rounds"][-1]["eval"]["balanced_accuracy"] for r in runs])
+        rows.append(
+            {
+                "method": method,
+                "alpha": alpha,
+                "seeds": sorted(r["config"]["seed"] for r in runs),
+                "accuracy_mean": float(acc.mean()),
+                "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"),
+                "balanced_accuracy_mean": float(bal.mean()),
+                "balanced_accuracy_std": float(bal.std(ddof=1)) if len(bal) > 1 else float("nan"),
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The study table: mean ± sample std over seeds, in percent."""
+
+    def cell(mean: float, std: float) -> str:
+        return f"{100 * mean:.1f}" + ("" if np.isnan(std) else f" ± {100 * std:.1f}")
+
+    lines = [
+        "| Dir(α) | method | seeds | accuracy (%) | balanced accuracy (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['alpha']:g} | {r['method']} | {len(r['seeds'])} ({', '.join(map(str, r['seeds']))}) "
+            f"| {cell(r['accuracy_mean'], r['accuracy_std'])} "
+            f"| {cell(r['balanced_accuracy_mean'], r['balanced_accuracy_std'])} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     # SIGTERM unwinds like Ctrl-C, so the SuperLink context manager stops its processes.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["sweep", "main", "all"])
-    parser.add_argument("--data-dir", required=True, help="folder with CIFAR-10 parquet files")
+    parser.add_argument("what", choices=["sweep", "main", "all", "table"])
+    parser.add_argument("--data-dir", default="", help="folder with CIFAR-10 parquet files")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
     args = parser.parse_args()
+    if args.what == "table":
+        rows = summarise(Path(args.out) / "study")
+        (Path(args.out) / "study_summary.json").write_text(json.dumps(rows, indent=2))
+        print(markdown_table(rows))
+        return
+    if not args.data_dir:
+        parser.error("--data-dir is required to run studies")
     data_dir = str(Path(args.data_dir).resolve())
     out = Path(args.out)
     if args.what in ("sweep", "all"):
