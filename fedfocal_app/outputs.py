@@ -123,12 +123,22 @@ class RunRecorder:
             "rounds": [],
         }
         self._pending_train: dict[str, Any] = {}
+        self._pending_extra: dict[str, Any] = {}  # e.g. "fairness", "updates"
         self._t_last = time.perf_counter()
         self._t_start = self._t_last
 
     def record_train(self, aggregated: dict[str, Any], clients: list[dict[str, Any]]) -> None:
         """Keep the round's aggregated and per-client train metrics until its eval."""
         self._pending_train = {"train": aggregated, "clients": clients}
+
+    def record_run_item(self, key: str, value: Any) -> None:
+        """Store a run-level item (e.g. ``"shards"``) and rewrite ``results.json``."""
+        self.results[key] = value
+        self.write()
+
+    def record_round_item(self, key: str, value: Any) -> None:
+        """Keep an item (e.g. ``"fairness"``) for the round that closes next."""
+        self._pending_extra[key] = value
 
     def record_round(self, server_round: int, eval_metrics: dict[str, Any]) -> None:
         """Close a round (0 = initial model) and rewrite ``results.json``."""
@@ -137,9 +147,10 @@ class RunRecorder:
             "round": server_round,
             "eval": eval_metrics,
             **self._pending_train,
+            **self._pending_extra,
             "wall_time_s": now - self._t_last,
         }
-        self._pending_train = {}
+        self._pending_train, self._pending_extra = {}, {}
         self._t_last = now
         self.results["rounds"].append(entry)
         self.results["elapsed_s"] = now - self._t_start

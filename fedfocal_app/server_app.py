@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import random
-from logging import INFO
+from logging import INFO, WARNING
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
@@ -15,6 +15,14 @@ from flwr.supercore import log
 
 from .config import RunConfig, parse_run_config
 from .data import load_test_set
+from .heterogeneity import (
+    UpdateTracker,
+    fairness_record,
+    fairness_summary_line,
+    rebuild_shard_counts,
+    shard_statistics,
+    shard_summary_line,
+)
 from .models import build_model
 from .outputs import RunRecorder, default_run_name, resolve_run_dir
 from .strategy import AppFedAvg, AppFedProx, FedFocal
@@ -39,7 +47,9 @@ def train_config_record(cfg: RunConfig) -> ConfigRecord:
     )
 
 
-def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg:
+def make_strategy(
+    cfg: RunConfig, recorder: RunRecorder | None = None, updates: UpdateTracker | None = None
+) -> FedAvg:
     """FedFocal, or Flower's own FedAvg / FedProx as baselines, from the run config."""
 
     def train_metrics(contents: list[RecordDict], key: str) -> MetricRecord:
@@ -47,18 +57,32 @@ def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg
         if recorder is not None:
             clients = [dict(next(iter(c.metric_records.values()))) for c in contents]
             recorder.record_train(dict(aggregated), clients)
+        if updates is not None:
+            updates.observe_clients(contents)  # update cosines need the client models
         return aggregated
 
+    def evaluate_metrics(contents: list[RecordDict], key: str) -> MetricRecord:
+        fairness = fairness_record(contents)
+        log(INFO, "fedfocal fairness: %s", fairness_summary_line(fairness))
+        if recorder is not None:
+            recorder.record_round_item("fairness", fairness)
+        return aggregate_metricrecords(contents, key)
+
+    fairness = cfg.fairness_eval_every > 0
     common = {
         "fraction_train": cfg.fraction_train,
-        "fraction_evaluate": 0.0,  # evaluation is central, on the server
+        # Model quality is evaluated centrally on the server; federated evaluation
+        # (every node, on its local test split) runs only for the fairness report.
+        "fraction_evaluate": 1.0 if fairness else 0.0,
         "min_train_nodes": 1,
-        "min_evaluate_nodes": 0,
+        "min_evaluate_nodes": 1 if fairness else 0,
         "min_available_nodes": cfg.min_available_nodes,
         "train_metrics_aggr_fn": train_metrics,
+        "evaluate_metrics_aggr_fn": evaluate_metrics,
     }
+    strategy: FedAvg
     if cfg.strategy == "fedfocal":
-        return FedFocal(
+        strategy = FedFocal(
             focal_gamma=cfg.focal_gamma,
             aggregation_gamma=cfg.aggregation_gamma,
             sampling=cfg.sampling,
@@ -66,9 +90,29 @@ def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg
             seed=cfg.seed,
             **common,
         )
-    if cfg.strategy == "fedprox":
-        return AppFedProx(proximal_mu=cfg.proximal_mu, **common)
-    return AppFedAvg(**common)
+    elif cfg.strategy == "fedprox":
+        strategy = AppFedProx(proximal_mu=cfg.proximal_mu, **common)
+    else:
+        strategy = AppFedAvg(**common)
+    strategy.evaluate_every = cfg.fairness_eval_every  # AppStrategyMixin skips other rounds
+    return strategy
+
+
+def record_shard_statistics(cfg: RunConfig, grid: Grid, recorder: RunRecorder) -> None:
+    """Rebuild the clients' Dirichlet shards on the server; store and log their stats.
+
+    Uses the simulation convention that node ``i`` of ``N`` connected nodes holds
+    shard ``i`` of ``N``. Nodes reading their own data (deployment) hold shards the
+    server cannot know: run them with ``shard-stats = false``.
+    """
+    num_nodes = len(list(grid.get_node_ids()))
+    try:
+        stats = shard_statistics(rebuild_shard_counts(cfg, num_nodes))
+    except Exception as err:  # a diagnostic must never stop the training it describes
+        log(WARNING, "fedfocal: shard statistics skipped (%s nodes): %s", num_nodes, err)
+        return
+    recorder.record_run_item("shards", stats)
+    log(INFO, "fedfocal shards: %s", shard_summary_line(stats))
 
 
 @app.main()
@@ -85,10 +129,22 @@ def main(grid: Grid, context: Context) -> None:
     title = f"{cfg.strategy} / {cfg.loss} loss / Dir({cfg.dirichlet_alpha:g}) / seed {cfg.seed}"
     recorder = RunRecorder(run_dir, cfg.to_dict(), title)
     log(INFO, "fedfocal: writing results to %s", run_dir)
+    if cfg.shard_stats:
+        record_shard_statistics(cfg, grid, recorder)
+    updates = UpdateTracker()
 
     def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
         metrics = evaluate(model.to(device), test_set, device)
+        if (update_stats := updates.observe_global(arrays)) is not None:
+            recorder.record_round_item("updates", update_stats)
+            log(
+                INFO,
+                "fedfocal round %d: update cosine to aggregate mean %.3f, min %.3f",
+                server_round,
+                update_stats["cosine_mean"],
+                update_stats["cosine_min"],
+            )
         recorder.record_round(server_round, metrics)
         log(
             INFO,
@@ -102,7 +158,7 @@ def main(grid: Grid, context: Context) -> None:
         )
         return MetricRecord(metrics)
 
-    strategy = make_strategy(cfg, recorder)
+    strategy = make_strategy(cfg, recorder, updates)
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord(model.state_dict()),
