@@ -177,7 +177,9 @@ def plot_client_accuracy(runs: Sequence[Run], path: Path) -> Path | None:
     ax.set_xticks(range(1, len(data) + 1), labels, fontsize=7)
     ax.set_xlabel("run (last round with federated evaluation)")
     ax.set_ylabel("accuracy on the client's local test split")
-    ax.set_ylim(0, 1.05)
+    # Zoom on the spread (the point of the figure) but never above 1 or below 0.
+    lowest = min(min(acc) for _, _, acc in data)
+    ax.set_ylim(max(0.0, lowest - 0.1), 1.02)
     ax.set_title("Global model per client (one dot per client)")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)

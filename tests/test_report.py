@@ -123,3 +123,13 @@ def test_report_refuses_a_folder_without_results(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
     assert "no results.json in" in capsys.readouterr().err
+
+
+def test_shard_heatmap_from_stored_histograms_when_data_is_not_local(runs, tmp_path):
+    # CIFAR-10 from the Hub: the report never downloads, it plots the stored counts.
+    res = _results(runs["avg"])
+    res["config"].update({"dataset": "cifar10", "data-dir": ""})
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "results.json").write_text(json.dumps(res))
+    written = write_report([tmp_path / "hub"], tmp_path / "report")
+    assert (tmp_path / "report" / "shards-cifar10-a0.5-s42-n3.png") in written.values()
