@@ -235,13 +235,15 @@ class UpdateTracker:
         """Take the new global model; return the round's update statistics, if any.
 
         ``None`` at round 0 and for a round without client models (no valid reply).
+        A client model of another size than the global one is left out: a diagnostic
+        must never stop the run it describes.
         """
         new = flatten_arrays(arrays)
         stats = None
-        if self._global is not None and self._clients:
-            if any(c.shape != self._global.shape for c in self._clients):
-                raise ValueError("client and global models differ in size")
-            stats = update_statistics(np.stack(self._clients) - self._global, new - self._global)
+        if self._global is not None:
+            clients = [c for c in self._clients if c.shape == self._global.shape]
+            if clients and new.shape == self._global.shape:
+                stats = update_statistics(np.stack(clients) - self._global, new - self._global)
         self._global, self._clients = new, []
         return stats
 

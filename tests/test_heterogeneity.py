@@ -103,6 +103,10 @@ def test_tracker_uses_previous_global_model():
     assert stats["norm"] == pytest.approx([1.0, 1.0])
     # A round without client models (no valid reply) records nothing.
     assert tracker.observe_global(_record(w=np.array([1.5, 1.5], np.float32))) is None
+    # A client model of the wrong size is left out, never fatal.
+    tracker.observe_clients([_reply(w=np.array([1.0], np.float32)), _reply(w=np.ones(2))])
+    stats = tracker.observe_global(_record(w=np.array([1.0, 1.0], np.float32)))
+    assert stats["norm"] == pytest.approx([math.sqrt(0.5)])
 
 
 # --------------------------------------------------------------------------- fairness
