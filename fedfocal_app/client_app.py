@@ -7,15 +7,17 @@ import time
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from sklearn.metrics import accuracy_score
 
 from .config import parse_run_config
-from .data import load_shard
+from .data import load_shard, local_splits
 from .models import build_model
 from .training import (
     TrainSettings,
     match_torch_threads,
     mean_cross_entropy,
     pick_device,
+    predict,
     train,
 )
 
@@ -38,6 +40,7 @@ def train_on_shard(msg: Message, context: Context) -> Message:
     match_torch_threads()
     device = pick_device()
     shard = load_shard(cfg, partition_id, num_partitions)
+    shard, _ = local_splits(cfg, shard, partition_id)  # never train on the local test split
     model = build_model(cfg.resolved_model)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     model.to(device)
@@ -65,3 +68,30 @@ def train_on_shard(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_on_local_test(msg: Message, context: Context) -> Message:
+    """Evaluate the received global model on this node's local test split.
+
+    Sent only when ``fairness-eval-every > 0``. Reply: one MetricRecord with
+    ``num-examples`` (size of the local test split), ``accuracy`` and ``loss``
+    (mean cross-entropy).
+    """
+    cfg = parse_run_config(context.run_config)
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config["num-partitions"])
+
+    match_torch_threads()
+    device = pick_device()
+    shard = load_shard(cfg, partition_id, num_partitions)
+    _, local_test = local_splits(cfg, shard, partition_id)
+    if local_test is None:
+        raise RuntimeError("federated evaluation needs fairness-eval-every > 0")
+    model = build_model(cfg.resolved_model)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    loss, y_pred = predict(model.to(device), local_test, device)
+    accuracy = float(accuracy_score(local_test.y.numpy(), y_pred))
+
+    metrics = MetricRecord({"num-examples": len(local_test), "accuracy": accuracy, "loss": loss})
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)

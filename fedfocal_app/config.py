@@ -61,6 +61,10 @@ class RunConfig:
     model: str
     output_dir: str
     run_name: str
+    # Heterogeneity and fairness report (fedfocal_app.heterogeneity).
+    shard_stats: bool
+    fairness_eval_every: int
+    local_test_fraction: float
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config with its original kebab-case keys (as in pyproject)."""
@@ -128,6 +132,13 @@ def _choice(raw: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise _fail(key, value, "must be one of " + " | ".join(repr(c) for c in choices))
     return str(value)
+
+
+def _bool(raw: dict[str, Any], key: str) -> bool:
+    value = _get(raw, key)
+    if not isinstance(value, bool):
+        raise _fail(key, value, "must be true or false")
+    return value
 
 
 def _str(raw: dict[str, Any], key: str) -> str:
@@ -199,6 +210,9 @@ def parse_run_config(raw: dict[str, Any]) -> RunConfig:
         model=_choice(raw, "model", MODELS),
         output_dir=_str(raw, "output-dir"),
         run_name=_str(raw, "run-name"),
+        shard_stats=_bool(raw, "shard-stats"),
+        fairness_eval_every=_int(raw, "fairness-eval-every", 0),
+        local_test_fraction=_float(raw, "local-test-fraction", 0.0, 1.0, low_open=True),
     )
     if cfg.data_dir:
         if cfg.dataset != "cifar10":
@@ -218,6 +232,26 @@ def parse_run_config(raw: dict[str, Any]) -> RunConfig:
         )
     if not cfg.output_dir.strip():
         raise _fail("output-dir", cfg.output_dir, "must name a folder")
+    if cfg.fairness_eval_every > cfg.num_server_rounds:
+        raise _fail(
+            "fairness-eval-every",
+            cfg.fairness_eval_every,
+            f"must be 0 (off) or at most num-server-rounds = {cfg.num_server_rounds}, "
+            "else no round is ever evaluated",
+        )
+    if cfg.local_test_fraction >= 1.0:
+        raise _fail(
+            "local-test-fraction",
+            cfg.local_test_fraction,
+            "must be a number in (0.0, 1.0): clients keep the rest for training",
+        )
+    if cfg.fairness_eval_every and cfg.min_partition_size < 2:
+        raise _fail(
+            "min-partition-size",
+            cfg.min_partition_size,
+            "must be >= 2 when fairness-eval-every > 0: every shard gives at least one "
+            "example to its local test split and keeps at least one for training",
+        )
     if cfg.run_name and (os.sep in cfg.run_name or cfg.run_name in (".", "..")):
         raise _fail("run-name", cfg.run_name, "must be a plain folder name (no '/')")
     return cfg

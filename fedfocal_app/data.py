@@ -259,3 +259,58 @@ def _load_test(dataset: str, data_dir: str) -> Shard:
 def load_test_set(cfg: RunConfig) -> Shard:
     """The dataset's own central test split, decoded once per process."""
     return _load_test(cfg.dataset, cfg.data_dir)
+
+
+# --------------------------------------------------------------------------- local test
+
+
+def split_local_test(shard: Shard, fraction: float, seed: int) -> tuple[Shard, Shard]:
+    """Split a shard into ``(train, local_test)``: a seeded random ``fraction`` held out.
+
+    The split is not stratified: Dirichlet shards often hold a class once, which
+    stratification cannot split; a uniform draw keeps the shard's label mix in
+    expectation. The local test split has at least one example and the training
+    part keeps at least one (scikit-learn's ``train_test_split`` rounds the test
+    size up).
+
+    Parameters
+    ----------
+    shard : Shard
+        The node's whole shard (at least 2 examples).
+    fraction : float
+        Share of the shard held out, in (0, 1).
+    seed : int
+        Seed of the draw; the same seed gives the same split in train and evaluate.
+    """
+    if len(shard) < 2:
+        raise ConfigError(
+            f"a shard of {len(shard)} example(s) cannot give a local test split; "
+            "raise 'min-partition-size' to at least 2"
+        )
+    train_idx, test_idx = train_test_split(
+        np.arange(len(shard)), test_size=fraction, random_state=seed, shuffle=True
+    )
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)  # keep the shard's order
+
+    def take(idx: np.ndarray) -> Shard:
+        index = torch.from_numpy(idx)
+        return Shard(x=shard.x[index].contiguous(), y=shard.y[index])
+
+    return take(train_idx), take(test_idx)
+
+
+def local_test_seed(cfg: RunConfig, partition_id: int) -> int:
+    """Seed of partition ``partition_id``'s local test split (run seed, partition)."""
+    # Tagged so it never collides with the per-round data-order seeds of client_app.
+    return int(np.random.SeedSequence([cfg.seed, partition_id, 7_357]).generate_state(1)[0])
+
+
+def local_splits(cfg: RunConfig, shard: Shard, partition_id: int) -> tuple[Shard, Shard | None]:
+    """``(train, local_test)`` of a node's shard; ``(shard, None)`` when fairness is off.
+
+    Only runs with ``fairness-eval-every > 0`` hold data out, so default runs train
+    on exactly the same examples as before the fairness report existed.
+    """
+    if cfg.fairness_eval_every <= 0:
+        return shard, None
+    return split_local_test(shard, cfg.local_test_fraction, local_test_seed(cfg, partition_id))

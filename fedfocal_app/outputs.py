@@ -140,6 +140,7 @@ class RunRecorder:
                 {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "after_round": len(resumed["rounds"]) - 1}
             )
         self._pending_train: dict[str, Any] = {}
+        self._pending_extra: dict[str, Any] = {}  # e.g. "fairness", "updates"
         self._t_last = time.perf_counter()
         self._t_start = self._t_last - self.results.get("elapsed_s", 0.0)
 
@@ -147,26 +148,26 @@ class RunRecorder:
         """Keep the round's aggregated and per-client train metrics until its eval."""
         self._pending_train = {"train": aggregated, "clients": clients}
 
-    def record_round(
-        self,
-        server_round: int,
-        eval_metrics: dict[str, Any],
-        replies: dict[str, Any] | None = None,
-    ) -> None:
-        """Close a round (0 = initial model) and rewrite ``results.json``.
+    def record_run_item(self, key: str, value: Any) -> None:
+        """Store a run-level item (e.g. ``"shards"``) and rewrite ``results.json``."""
+        self.results[key] = value
+        self.write()
 
-        ``replies`` is the strategy's account of the round's replies (valid, dropped
-        with reasons, failed, whether the weight cap bound).
-        """
+    def record_round_item(self, key: str, value: Any) -> None:
+        """Keep an item (e.g. ``"fairness"``) for the round that closes next."""
+        self._pending_extra[key] = value
+
+    def record_round(self, server_round: int, eval_metrics: dict[str, Any]) -> None:
+        """Close a round (0 = initial model) and rewrite ``results.json``."""
         now = time.perf_counter()
         entry = {
             "round": server_round,
             "eval": eval_metrics,
-            **({"replies": replies} if replies is not None else {}),
             **self._pending_train,
+            **self._pending_extra,
             "wall_time_s": now - self._t_last,
         }
-        self._pending_train = {}
+        self._pending_train, self._pending_extra = {}, {}
         self._t_last = now
         self.results["rounds"].append(entry)
         self.results["elapsed_s"] = now - self._t_start

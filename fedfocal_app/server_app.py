@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import random
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 import torch
@@ -20,6 +20,14 @@ from flwr.supercore import log
 
 from .config import RunConfig, parse_run_config
 from .data import load_test_set
+from .heterogeneity import (
+    UpdateTracker,
+    fairness_record,
+    fairness_summary_line,
+    rebuild_shard_counts,
+    shard_statistics,
+    shard_summary_line,
+)
 from .models import build_model
 from .outputs import (
     RunRecorder,
@@ -53,7 +61,9 @@ def train_config_record(cfg: RunConfig) -> ConfigRecord:
     )
 
 
-def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg:
+def make_strategy(
+    cfg: RunConfig, recorder: RunRecorder | None = None, updates: UpdateTracker | None = None
+) -> FedAvg:
     """FedFocal, or Flower's own FedAvg / FedProx as baselines, from the run config."""
 
     def train_metrics(contents: list[RecordDict], key: str) -> MetricRecord:
@@ -61,15 +71,28 @@ def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg
         if recorder is not None:
             clients = [dict(next(iter(c.metric_records.values()))) for c in contents]
             recorder.record_train(dict(aggregated), clients)
+        if updates is not None:
+            updates.observe_clients(contents)  # update cosines need the client models
         return aggregated
 
+    def evaluate_metrics(contents: list[RecordDict], key: str) -> MetricRecord:
+        fairness = fairness_record(contents)
+        log(INFO, "fedfocal fairness: %s", fairness_summary_line(fairness))
+        if recorder is not None:
+            recorder.record_round_item("fairness", fairness)
+        return aggregate_metricrecords(contents, key)
+
+    fairness = cfg.fairness_eval_every > 0
     common = {
         "fraction_train": cfg.fraction_train,
-        "fraction_evaluate": 0.0,  # evaluation is central, on the server
+        # Model quality is evaluated centrally on the server; federated evaluation
+        # (every node, on its local test split) runs only for the fairness report.
+        "fraction_evaluate": 1.0 if fairness else 0.0,
         "min_train_nodes": 1,
-        "min_evaluate_nodes": 0,
+        "min_evaluate_nodes": 1 if fairness else 0,
         "min_available_nodes": cfg.min_available_nodes,
         "train_metrics_aggr_fn": train_metrics,
+        "evaluate_metrics_aggr_fn": evaluate_metrics,
     }
     strategy: AppStrategyMixin
     if cfg.strategy == "fedfocal":
@@ -89,7 +112,25 @@ def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg
     strategy.min_valid_replies = cfg.min_valid_replies
     strategy.max_num_examples = cfg.max_num_examples
     strategy.node_wait_timeout = cfg.node_wait_timeout
+    strategy.evaluate_every = cfg.fairness_eval_every  # AppStrategyMixin skips other rounds
     return strategy  # type: ignore[return-value]
+
+
+def record_shard_statistics(cfg: RunConfig, grid: Grid, recorder: RunRecorder) -> None:
+    """Rebuild the clients' Dirichlet shards on the server; store and log their stats.
+
+    Uses the simulation convention that node ``i`` of ``N`` connected nodes holds
+    shard ``i`` of ``N``. Nodes reading their own data (deployment) hold shards the
+    server cannot know: run them with ``shard-stats = false``.
+    """
+    num_nodes = len(list(grid.get_node_ids()))
+    try:
+        stats = shard_statistics(rebuild_shard_counts(cfg, num_nodes))
+    except Exception as err:  # a diagnostic must never stop the training it describes
+        log(WARNING, "fedfocal: shard statistics skipped (%s nodes): %s", num_nodes, err)
+        return
+    recorder.record_run_item("shards", stats)
+    log(INFO, "fedfocal shards: %s", shard_summary_line(stats))
 
 
 @app.main()
@@ -115,7 +156,8 @@ def main(grid: Grid, context: Context) -> None:
         run_name = cfg.run_name or default_run_name(cfg.to_dict())
         run_dir = resolve_run_dir(cfg.output_dir, run_name)
         recorder = RunRecorder(run_dir, cfg.to_dict(), title)
-    strategy = make_strategy(cfg, recorder)
+    updates = UpdateTracker()
+    strategy = make_strategy(cfg, recorder, updates)
     done = 0
     if checkpoint is not None:
         done = int(checkpoint["round"])
@@ -125,14 +167,27 @@ def main(grid: Grid, context: Context) -> None:
         random.setstate(checkpoint["python_random"])
         log(INFO, "fedfocal: resuming %s after round %d", run_dir, done)
     log(INFO, "fedfocal: writing results to %s", run_dir)
+    if cfg.shard_stats and "shards" not in recorder.results:
+        record_shard_statistics(cfg, grid, recorder)
 
     def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
         metrics = evaluate(model.to(device), test_set, device)
         true_round = server_round + done
+        update_stats = updates.observe_global(arrays)
         if server_round == 0 and done:  # a resumed run: round `done` is recorded already
             return MetricRecord(metrics)
-        recorder.record_round(true_round, metrics, getattr(strategy, "round_report", None))
+        if update_stats is not None:
+            recorder.record_round_item("updates", update_stats)
+            log(
+                INFO,
+                "fedfocal round %d: update cosine to aggregate mean %.3f, min %.3f",
+                true_round,
+                update_stats["cosine_mean"],
+                update_stats["cosine_min"],
+            )
+        recorder.record_round_item("replies", getattr(strategy, "round_report", None))
+        recorder.record_round(true_round, metrics)
         save_checkpoint(
             run_dir,
             {

@@ -80,3 +80,31 @@ def test_more_partitions_than_examples(run_config):
     with pytest.raises(ConfigError, match="'min-partition-size' = 10"):
         check_partitioning(cfg, 200, 1437)
     check_partitioning(cfg, 100, 1437)
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("shard-stats", "yes"),
+        ("shard-stats", 1),
+        ("fairness-eval-every", -1),
+        ("fairness-eval-every", 1.5),
+        ("fairness-eval-every", 11),  # more than num-server-rounds = 10: never evaluates
+        ("local-test-fraction", 0.0),
+        ("local-test-fraction", 1.0),
+        ("local-test-fraction", "0.1"),
+    ],
+)
+def test_bad_report_value_names_key_and_value(run_config, key, value):
+    run_config[key] = value
+    with pytest.raises(ConfigError) as err:
+        parse_run_config(run_config)
+    assert f"'{key}'" in str(err.value) and repr(value) in str(err.value)
+
+
+def test_fairness_eval_needs_two_examples_per_shard(run_config):
+    run_config.update({"fairness-eval-every": 1, "min-partition-size": 1})
+    with pytest.raises(ConfigError, match="'min-partition-size' = 1 .*local test split"):
+        parse_run_config(run_config)
+    run_config["min-partition-size"] = 2
+    assert parse_run_config(run_config).fairness_eval_every == 1

@@ -31,6 +31,8 @@ def faulty_app(tmp_path):
     pyproject = pyproject.replace(
         'clientapp = "fedfocal_app.client_app:app"', 'clientapp = "faulty_client:app"'
     ).replace('readme = "README.md"\n', "")
+    # the copy holds only the package: drop the project's FAB exclusions
+    pyproject = "\n".join(l for l in pyproject.splitlines() if not l.startswith("fab-exclude"))
     (app / "pyproject.toml").write_text(pyproject)
     return app
 
