@@ -108,6 +108,17 @@ def _cifar_source(data_dir: str) -> dict:
     return {"dataset": HUB_CIFAR10}
 
 
+def _dirichlet(num_partitions: int, alpha: float, min_size: int, seed: int) -> DirichletPartitioner:
+    """The label-skew partitioner every dataset goes through."""
+    return DirichletPartitioner(
+        num_partitions=num_partitions,
+        partition_by="label",
+        alpha=alpha,
+        min_partition_size=min_size,
+        seed=seed,
+    )
+
+
 @contextlib.contextmanager
 def _hub_errors(data_dir: str) -> Iterator[None]:
     """Turn a failed Hub download into one message that names ``data-dir``."""
@@ -130,15 +141,10 @@ def _hub_errors(data_dir: str) -> Iterator[None]:
 def _cifar_federated(
     data_dir: str, num_partitions: int, alpha: float, min_size: int, seed: int
 ) -> FederatedDataset:
-    partitioner = DirichletPartitioner(
-        num_partitions=num_partitions,
-        partition_by="label",
-        alpha=alpha,
-        min_partition_size=min_size,
-        seed=seed,
-    )
     return FederatedDataset(
-        **_cifar_source(data_dir), partitioners={"train": partitioner}, seed=seed
+        **_cifar_source(data_dir),
+        partitioners={"train": _dirichlet(num_partitions, alpha, min_size, seed)},
+        seed=seed,
     )
 
 
@@ -180,13 +186,7 @@ def _decode_cifar(ds: datasets.Dataset) -> Shard:
 def _digits_partitioner(
     num_partitions: int, alpha: float, min_size: int, seed: int
 ) -> DirichletPartitioner:
-    partitioner = DirichletPartitioner(
-        num_partitions=num_partitions,
-        partition_by="label",
-        alpha=alpha,
-        min_partition_size=min_size,
-        seed=seed,
-    )
+    partitioner = _dirichlet(num_partitions, alpha, min_size, seed)
     partitioner.dataset = _digits_splits()[0]
     return partitioner
 
