@@ -7,8 +7,8 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from .config import parse_run_config
-from .data import load_shard
 from .models import build_model
+from .node_data import load_node_shard
 from .training import (
     TrainSettings,
     match_torch_threads,
@@ -29,13 +29,13 @@ def train_on_shard(msg: Message, context: Context) -> Message:
     *received* global model on the shard, before any local step: FedFocal's L_k).
     """
     cfg = parse_run_config(context.run_config)
-    partition_id = int(context.node_config["partition-id"])
-    num_partitions = int(context.node_config["num-partitions"])
+    # Data-order seed: the partition id; a node with its own data has none, its id.
+    partition_id = int(context.node_config.get("partition-id", context.node_id))
     settings = TrainSettings.from_config(msg.content["config"])
 
     match_torch_threads()
     device = pick_device()
-    shard = load_shard(cfg, partition_id, num_partitions)
+    shard = load_node_shard(cfg, context.node_config)  # own data / disk cache / memory
     model = build_model(cfg.resolved_model)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     model.to(device)
