@@ -52,7 +52,11 @@ def make_strategy(cfg: RunConfig, recorder: RunRecorder | None = None) -> FedAvg
     common = {
         "fraction_train": cfg.fraction_train,
         "fraction_evaluate": 0.0,  # evaluation is central, on the server
-        "min_train_nodes": 1,
+        # Flower's FedAvg sizes the sample from the nodes connected BEFORE it waits for
+        # `min_available_nodes`: a round that had to wait (a node restarting) would
+        # train fewer nodes than are then connected. The floor keeps the fraction of
+        # the minimum; with the default minimum of 1 it is 1, as before.
+        "min_train_nodes": max(1, int(cfg.fraction_train * cfg.min_available_nodes)),
         "min_evaluate_nodes": 0,
         "min_available_nodes": cfg.min_available_nodes,
         "train_metrics_aggr_fn": train_metrics,
