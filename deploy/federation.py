@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -460,8 +459,7 @@ def run_checked(cmd: Sequence[str], env: dict[str, str], timeout: float = 60.0) 
 
 
 def _warn_insecure() -> None:
-    warnings.warn(INSECURE_WARNING, stacklevel=2)
-    print(f"WARNING: {INSECURE_WARNING}", file=sys.stderr)
+    print(f"WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -7,9 +7,10 @@ end, pass or fail (tests/flower_harness.py).
 
 import json
 import time
+import tomllib
 
 import pytest
-from flower_harness import deployed_federation, kill_tree, wait_for_text
+from flower_harness import deployed_federation, kill_tree, load_deploy_script, wait_for_text
 from flwr.app import ArrayRecord, ConfigRecord
 
 from fedfocal_app.config import parse_run_config
@@ -26,6 +27,76 @@ ROUND_TIMEOUT = 120.0
 def federation(tmp_path_factory):
     with deployed_federation(tmp_path_factory.mktemp("deploy"), NODES) as fed:
         yield fed
+
+
+# --------------------------------------------------------------------------- no processes
+
+
+def test_certificates_cover_loopback_and_given_names(tmp_path):
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    script = load_deploy_script()
+    paths = script.make_certificates(tmp_path, ["superlink.example.org", "10.0.0.5"])
+    cert = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {"localhost", "superlink.example.org"}
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {
+        "127.0.0.1", "::1", "10.0.0.5",
+    }  # fmt: skip
+    # A TLS server can load the pair and a client trusts it through ca.crt alone.
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+        paths.server_cert, paths.server_key
+    )
+    ssl.create_default_context(cafile=str(paths.ca_cert))
+    assert oct(paths.server_key.stat().st_mode & 0o777) == "0o600"
+    with pytest.raises(FileExistsError):
+        script.make_certificates(tmp_path)  # never silently replace a CA
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+
+
+def test_node_keys_load_with_flowers_own_loaders(tmp_path):
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+    from flwr.cli.supernode.register import try_load_public_key
+
+    script = load_deploy_script()
+    private, public = script.make_node_key(tmp_path, "node-0")
+    assert try_load_public_key(public)  # what `flwr supernode register` does
+    load_ssh_private_key(private.read_bytes(), None)  # what flower-supernode does
+    assert oct(private.stat().st_mode & 0o777) == "0o600"
+
+
+def test_commands_and_connection_entry(tmp_path):
+    script = load_deploy_script()
+    certs = script.make_certificates(tmp_path / "certs")
+    secure = script.superlink_command(certs, "0.0.0.0", 8000)
+    assert "--enable-supernode-auth" in secure and "--insecure" not in secure
+    assert secure[secure.index("--ssl-certfile") + 1] == str(certs.server_cert)
+    insecure = script.superlink_command(None)
+    # Flower refuses --enable-supernode-auth with --insecure.
+    assert "--insecure" in insecure and "--enable-supernode-auth" not in insecure
+    node = script.supernode_command(
+        "127.0.0.1:8000", script.node_config(1, 3, tmp_path / "c"), certs.ca_cert,
+        tmp_path / "k", clientapp_port=9095,
+    )  # fmt: skip
+    assert node[node.index("--port") + 1] == "9095"
+    assert node[node.index("--node-config") + 1] == (
+        f'partition-id=1 num-partitions=3 cache-dir="{tmp_path / "c"}"'
+    )
+    with pytest.raises(ValueError):
+        script.node_config(3, 3)
+    assert script.node_config(data_dir=tmp_path) == f'data-dir="{tmp_path}"'
+
+    home = tmp_path / "home"
+    script.write_connection(home, "a", "127.0.0.1:8000", certs.ca_cert)
+    script.write_connection(home, "b", "10.0.0.5:8000", None)
+    with open(home / "config.toml", "rb") as fh:
+        links = tomllib.load(fh)["superlink"]
+    assert links["a"] == {"address": "127.0.0.1:8000", "root-certificates": str(certs.ca_cert)}
+    assert links["b"] == {"address": "10.0.0.5:8000", "insecure": True}
+    assert links["default"] == "local"  # Flower's own default kept: `flwr run .` simulates
 
 
 class _RejoiningGrid:
@@ -73,6 +144,8 @@ def test_tls_authenticated_federation_trains_two_rounds(federation, tmp_path):
     for i in range(NODES):
         cached = list((federation.workdir / "cache" / f"node-{i}").glob("digits-p*.pt"))
         assert [p.name.split("-")[1] for p in cached] == [f"p{i}of{NODES}"]
+        # Round 2's fresh ClientApp process read it instead of decoding again.
+        assert "fedfocal: shard from cache" in federation.node_log(i).read_text()
     # The CLI reached the SuperLink over TLS with the CA from config.toml.
     config = (federation.workdir / "flwr_home" / "config.toml").read_text()
     assert f'root-certificates = "{federation.ca_cert}"' in config
