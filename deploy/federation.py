@@ -546,6 +546,14 @@ def _cmd_local(args: argparse.Namespace) -> None:
     else:
         certs = make_certificates(work / "certs", force=True)
     procs: list[subprocess.Popen] = []
+
+    def _stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds into `finally`, which stops the children
+
+    # `kill PID` (SIGTERM) or a closed terminal (SIGHUP) must stop everything too,
+    # not only Ctrl-C: the children run in their own sessions and would outlive us.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGHUP, _stop)
     try:
         procs.append(
             start(
