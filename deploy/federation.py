@@ -507,7 +507,10 @@ def _cmd_supernode(args: argparse.Namespace) -> None:
     elif not (args.root_certificates and args.key):
         raise SystemExit("give --root-certificates and --key (or --insecure)")
     cache = None if args.no_cache else Path(args.cache_dir or default_cache_dir())
-    cfg = node_config(args.partition_id, args.num_partitions, cache, args.data_dir)
+    try:
+        cfg = node_config(args.partition_id, args.num_partitions, cache, args.data_dir)
+    except ValueError as err:
+        raise SystemExit(f"supernode: {err} (--partition-id/--num-partitions or --data-dir)")
     _exec(
         supernode_command(
             args.superlink,
