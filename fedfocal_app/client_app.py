@@ -9,9 +9,10 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from sklearn.metrics import accuracy_score
 
-from .config import parse_run_config
-from .data import load_shard, local_splits
+from .config import RunConfig, parse_run_config
+from .data import Shard, local_splits
 from .models import build_model
+from .node_data import load_node_shard
 from .training import (
     TrainSettings,
     match_torch_threads,
@@ -24,6 +25,17 @@ from .training import (
 app = ClientApp()
 
 
+def node_splits(cfg: RunConfig, context: Context) -> tuple[int, Shard, Shard | None]:
+    """This node's data-order id, training shard and local test split (None when off).
+
+    The id is the partition id; a node with its own data has none and uses its node id.
+    """
+    partition_id = int(context.node_config.get("partition-id", context.node_id))
+    shard = load_node_shard(cfg, context.node_config)  # own data / disk cache / memory
+    train_part, local_test = local_splits(cfg, shard, partition_id)
+    return partition_id, train_part, local_test
+
+
 @app.train()
 def train_on_shard(msg: Message, context: Context) -> Message:
     """Train the received global model on this node's shard.
@@ -33,14 +45,11 @@ def train_on_shard(msg: Message, context: Context) -> Message:
     *received* global model on the shard, before any local step: FedFocal's L_k).
     """
     cfg = parse_run_config(context.run_config)
-    partition_id = int(context.node_config["partition-id"])
-    num_partitions = int(context.node_config["num-partitions"])
     settings = TrainSettings.from_config(msg.content["config"])
 
     match_torch_threads()
     device = pick_device()
-    shard = load_shard(cfg, partition_id, num_partitions)
-    shard, _ = local_splits(cfg, shard, partition_id)  # never train on the local test split
+    partition_id, shard, _ = node_splits(cfg, context)  # never trains on the local test split
     model = build_model(cfg.resolved_model)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     model.to(device)
@@ -79,13 +88,9 @@ def evaluate_on_local_test(msg: Message, context: Context) -> Message:
     (mean cross-entropy).
     """
     cfg = parse_run_config(context.run_config)
-    partition_id = int(context.node_config["partition-id"])
-    num_partitions = int(context.node_config["num-partitions"])
-
     match_torch_threads()
     device = pick_device()
-    shard = load_shard(cfg, partition_id, num_partitions)
-    _, local_test = local_splits(cfg, shard, partition_id)
+    _, _, local_test = node_splits(cfg, context)
     if local_test is None:
         raise RuntimeError("federated evaluation needs fairness-eval-every > 0")
     model = build_model(cfg.resolved_model)
