@@ -7,7 +7,6 @@ import time
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from sklearn.metrics import accuracy_score
 
 from .config import RunConfig, parse_run_config
 from .data import Shard, local_splits
@@ -95,6 +94,8 @@ def evaluate_on_local_test(msg: Message, context: Context) -> Message:
         raise RuntimeError("federated evaluation needs fairness-eval-every > 0")
     model = build_model(cfg.resolved_model)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    from sklearn.metrics import accuracy_score  # only the evaluate path needs it
+
     loss, y_pred = predict(model.to(device), local_test, device)
     accuracy = float(accuracy_score(local_test.y.numpy(), y_pred))
 

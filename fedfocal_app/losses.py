@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.utils.class_weight import compute_class_weight
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -84,6 +83,8 @@ def balanced_alpha(labels: np.ndarray, num_classes: int) -> np.ndarray:
     -------
     ndarray, shape (num_classes,), float32
     """
+    from sklearn.utils.class_weight import compute_class_weight  # only with balanced alpha
+
     labels = np.asarray(labels)
     if labels.size == 0:
         raise ValueError("balanced_alpha needs at least one label")

@@ -13,12 +13,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    f1_score,
-    recall_score,
-)
 from torch import nn
 
 from .data import NUM_CLASSES, Shard
@@ -96,6 +90,9 @@ def mean_cross_entropy(model: nn.Module, shard: Shard, device: torch.device) -> 
 
 def evaluate(model: nn.Module, shard: Shard, device: torch.device) -> dict[str, Any]:
     """Loss, accuracy, balanced accuracy, macro-F1 and per-class recall (scikit-learn)."""
+    # imported here: ClientApps (a fresh process per message when deployed) never need it
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
+
     loss, y_pred = predict(model, shard, device)
     y_true = shard.y.numpy()
     labels = list(range(NUM_CLASSES))
