@@ -72,7 +72,7 @@ def test_notebook_runs_top_to_bottom_on_a_private_superlink(tmp_path):
         "NUM_ROUNDS = 2\n"
         "NUM_SUPERNODES = 3\n"
         "DIRICHLET_ALPHA = 0.5\n"
-        "SEED = 0\n"
+        "SEEDS = [0]\n"
         'DATA_DIR = ""\n'
         'SUPERLINK = "test"\n'
         f"FLWR_HOME = {str(tmp_path / 'flwr_home')!r}\n"
