@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from throughput import ROOT, TreeRssSampler, simulation_superlink
 
+from fedfocal_app.experiment import run_config_arg
+
 # (number of SuperNodes, fraction-train): 10 sampled of 100 and of 1,000; 50 of 1,000.
 CONFIGS = [(100, 0.1), (1000, 0.01), (1000, 0.05)]
 ROUNDS = 3
@@ -27,11 +29,21 @@ ROUNDS = 3
 
 def measure(link, data_dir: str, nodes: int, fraction: float, out: Path) -> dict:
     name = f"n{nodes}-f{fraction:g}"
-    overrides = (
-        f"dataset='cifar10' data-dir='{data_dir}' dirichlet-alpha=0.5 "
-        f"num-server-rounds={ROUNDS} fraction-train={fraction} local-epochs=1 "
-        f"batch-size=32 learning-rate=0.01 strategy='fedavg' loss='ce' "
-        f"output-dir='{out}' run-name='{name}'"
+    overrides = run_config_arg(
+        {
+            "dataset": "cifar10",
+            "data-dir": data_dir,
+            "dirichlet-alpha": 0.5,
+            "num-server-rounds": ROUNDS,
+            "fraction-train": fraction,
+            "local-epochs": 1,
+            "batch-size": 32,
+            "learning-rate": 0.01,
+            "strategy": "fedavg",
+            "loss": "ce",
+            "output-dir": str(out),
+            "run-name": name,
+        }
     )
     with TreeRssSampler(link.pid) as rss:
         t0 = time.perf_counter()

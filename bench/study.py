@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the real-process SuperLink launcher
 from flower_harness import simulation_superlink  # noqa: E402
 
+sys.path.insert(0, str(ROOT))  # the app package, without installing it
+from fedfocal_app.experiment import run_config_arg  # noqa: E402
+
 # The budget of every run (one place; the README quotes it).
 BUDGET = {
     "dataset": "cifar10",
@@ -60,12 +63,6 @@ def variants(gamma: float, gamma_s: float, mu: float = 0.01) -> dict[str, dict]:
     }
 
 
-def toml_value(value: object) -> str:
-    if isinstance(value, str):
-        return "'" + value + "'"
-    return repr(value)
-
-
 def is_finished(run_dir: Path) -> bool:
     path = run_dir / "results.json"
     return path.exists() and json.loads(path.read_text()).get("status") == "finished"
@@ -86,7 +83,7 @@ def run_all(jobs: list[tuple[str, dict]], out: Path, data_dir: str) -> None:
             config.update({"output-dir": str(out), "run-name": name})
             t0 = time.perf_counter()
             proc = link.flwr_run(
-                " ".join(f"{k}={toml_value(v)}" for k, v in config.items()),
+                run_config_arg(config),
                 num_supernodes=NUM_CLIENTS,
                 timeout=3600,
             )

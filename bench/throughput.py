@@ -39,6 +39,7 @@ from flower_harness import simulation_superlink  # noqa: E402
 
 from fedfocal_app.config import parse_run_config  # noqa: E402
 from fedfocal_app.data import load_shard, load_test_set  # noqa: E402
+from fedfocal_app.experiment import run_config_arg  # noqa: E402
 from fedfocal_app.models import build_model  # noqa: E402
 from fedfocal_app.outputs import environment_info  # noqa: E402
 from fedfocal_app.server_app import train_config_record  # noqa: E402
@@ -141,11 +142,8 @@ class TreeRssSampler:
 
 def app_run(raw: dict) -> dict:
     """The same work through `flwr run` (start-up included)."""
-    overrides = " ".join(
-        f"{k}={json.dumps(v) if not isinstance(v, str) else repr(v)}"
-        for k, v in raw.items()
-        if k in SETTING or k in ("data-dir", "num-server-rounds", "output-dir", "run-name")
-    )
+    keys = (*SETTING, "data-dir", "num-server-rounds", "output-dir", "run-name")
+    overrides = run_config_arg({k: raw[k] for k in keys})
     with tempfile.TemporaryDirectory() as tmp, simulation_superlink(Path(tmp)) as link:
         with TreeRssSampler(link.pid) as rss:
             t0 = time.perf_counter()
