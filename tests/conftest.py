@@ -13,7 +13,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/flower_harness.py
 
-from flower_harness import PROJECT_ROOT  # noqa: E402
+from flower_harness import PROJECT_ROOT, simulation_superlink  # noqa: E402
 
 CIFAR10_NAMES = [
     "airplane", "automobile", "bird", "cat", "deer",
@@ -63,3 +63,10 @@ def write_tiny_cifar10(folder: Path, per_class_train: int = 12, per_class_test: 
 @pytest.fixture(scope="session")
 def tiny_cifar10(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_cifar10(tmp_path_factory.mktemp("cifar10"))
+
+
+@pytest.fixture(scope="module")
+def superlink(tmp_path_factory: pytest.TempPathFactory):
+    """One simulation SuperLink per test module, stopped by PID when the module ends."""
+    with simulation_superlink(tmp_path_factory.mktemp("superlink")) as link:
+        yield link

@@ -7,6 +7,7 @@ pass or fail. Ports are free ports chosen at run time; FLWR_HOME is a temp folde
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import subprocess
@@ -32,22 +33,9 @@ def free_port() -> int:
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """Stop ``proc`` and every process it spawned (some detach into their own
-    sessions, e.g. the SuperLink's simulation runtime): SIGTERM, then SIGKILL."""
-    try:
-        root = psutil.Process(proc.pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
-    for p in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(alive, timeout=timeout)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=timeout)
+    sessions, e.g. the SuperLink's simulation runtime): SIGTERM, then SIGKILL.
+    The deploy script's own ``stop_tree`` does it, so tests stop what users stop."""
+    load_deploy_script().stop_tree(proc, timeout)
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
@@ -149,6 +137,7 @@ def simulation_superlink(tmp_path: Path) -> Iterator[SimulationSuperLink]:
 # --------------------------------------------------------------------------- deployment
 
 
+@functools.cache
 def load_deploy_script():
     """``deploy/federation.py`` as a module (it is a script, not part of the package)."""
     import importlib.util

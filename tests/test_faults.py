@@ -7,15 +7,9 @@ import time
 
 import psutil
 import pytest
-from flower_harness import BIN, PROJECT_ROOT, simulation_superlink
+from flower_harness import BIN, PROJECT_ROOT
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def superlink(tmp_path_factory):
-    with simulation_superlink(tmp_path_factory.mktemp("superlink")) as link:
-        yield link
 
 
 def _results(run_dir):

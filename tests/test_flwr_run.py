@@ -3,15 +3,8 @@
 import json
 
 import pytest
-from flower_harness import simulation_superlink
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def superlink(tmp_path_factory):
-    with simulation_superlink(tmp_path_factory.mktemp("superlink")) as link:
-        yield link
 
 
 def _results(run_dir):
