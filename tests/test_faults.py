@@ -27,16 +27,17 @@ def faulty_app(tmp_path):
     ).replace('readme = "README.md"\n', "")
     # the copy holds only the package: drop the project's FAB exclusions
     pyproject = "\n".join(l for l in pyproject.splitlines() if not l.startswith("fab-exclude"))
+    pyproject = pyproject.replace(
+        "[tool.flwr.app.config]\n", '[tool.flwr.app.config]\nfault-mode = "misbehave"\n'
+    )
     (app / "pyproject.toml").write_text(pyproject)
     return app
 
 
 def test_bad_clients_are_dropped_and_the_run_completes(superlink, tmp_path):
-    proc = superlink.flwr_run(
-        f"num-server-rounds=2 output-dir='{tmp_path}' run-name='faulty'",
-        num_supernodes=7,
-        app=faulty_app(tmp_path),
-    )
+    app = faulty_app(tmp_path)
+    common = f"num-server-rounds=2 output-dir='{tmp_path}'"
+    proc = superlink.flwr_run(f"{common} run-name='faulty'", num_supernodes=7, app=app)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = _results(tmp_path / "faulty")
     assert res["status"] == "finished" and len(res["rounds"]) == 3
@@ -49,7 +50,16 @@ def test_bad_clients_are_dropped_and_the_run_completes(superlink, tmp_path):
             assert expected in reasons
         assert len(rnd["clients"]) == 2  # only the good replies were aggregated
     assert "dropping reply from node" in proc.stdout
-    assert res["rounds"][-1]["eval"]["accuracy"] > res["rounds"][0]["eval"]["accuracy"]
+
+    # The same federation where the five bad clients simply crash: only the two good
+    # replies count there too, so the results must be identical.
+    good_only = superlink.flwr_run(
+        f"{common} run-name='good-only' fault-mode='crash'", num_supernodes=7, app=app
+    )
+    assert good_only.returncode == 0, good_only.stdout[-3000:]
+    ref = _results(tmp_path / "good-only")
+    assert all(r["replies"]["failed"] == 5 for r in ref["rounds"][1:])
+    assert [r["eval"] for r in res["rounds"]] == [r["eval"] for r in ref["rounds"]]
 
 
 def _simulation_procs(link):

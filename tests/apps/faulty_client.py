@@ -1,7 +1,9 @@
 """A ClientApp that misbehaves by partition id, for fault tests.
 
-Partition 0 raises; 1 replies NaN weights; 2 wrong shapes; 3 no pre_train_loss;
-4 claims 10**12 examples; the others behave.
+With run config ``fault-mode = "misbehave"``: partition 0 raises; 1 replies NaN
+weights; 2 wrong shapes; 3 no pre_train_loss; 4 claims 10**12 examples; the others
+behave. With ``fault-mode = "crash"`` partitions 0-4 all raise: the same run with
+only the good replies, to compare against.
 """
 
 import numpy as np
@@ -16,7 +18,7 @@ app = ClientApp()
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     pid = int(context.node_config["partition-id"])
-    if pid == 0:
+    if pid == 0 or (pid <= 4 and context.run_config["fault-mode"] == "crash"):
         raise RuntimeError("injected fault: client crashed")
     good = train_on_shard(msg, context)
     arrays = {k: v.numpy() for k, v in good.content["arrays"].items()}
