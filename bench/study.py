@@ -145,6 +145,7 @@ def summarise(study_dir: Path) -> list[dict]:
     ):
         acc = np.array([r["rounds"][-1]["eval"]["accuracy"] for r in runs])
         bal = np.array([r["rounds"][-1]["eval"]["balanced_accuracy"] for r in runs])
+        worst = np.array([min(r["rounds"][-1]["eval"]["per_class_recall"]) for r in runs])
         rows.append(
             {
                 "method": method,
@@ -154,6 +155,8 @@ def summarise(study_dir: Path) -> list[dict]:
                 "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"),
                 "balanced_accuracy_mean": float(bal.mean()),
                 "balanced_accuracy_std": float(bal.std(ddof=1)) if len(bal) > 1 else float("nan"),
+                "worst_class_recall_mean": float(worst.mean()),
+                "worst_class_recall_std": float(worst.std(ddof=1)) if len(worst) > 1 else float("nan"),
             }
         )
     return rows
@@ -166,14 +169,15 @@ def markdown_table(rows: list[dict]) -> str:
         return f"{100 * mean:.1f}" + ("" if np.isnan(std) else f" ± {100 * std:.1f}")
 
     lines = [
-        "| Dir(α) | method | seeds | accuracy (%) | balanced accuracy (%) |",
-        "|---|---|---|---|---|",
+        "| Dir(α) | method | seeds | accuracy (%) | balanced accuracy (%) | worst-class recall (%) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['alpha']:g} | {r['method']} | {len(r['seeds'])} ({', '.join(map(str, r['seeds']))}) "
             f"| {cell(r['accuracy_mean'], r['accuracy_std'])} "
-            f"| {cell(r['balanced_accuracy_mean'], r['balanced_accuracy_std'])} |"
+            f"| {cell(r['balanced_accuracy_mean'], r['balanced_accuracy_std'])} "
+            f"| {cell(r['worst_class_recall_mean'], r['worst_class_recall_std'])} |"
         )
     return "\n".join(lines)
 
