@@ -43,6 +43,7 @@ BUDGET = {
     "min-partition-size": 10,
 }
 NUM_CLIENTS = 10
+TABLE_START, TABLE_END = "<!-- study-table -->", "<!-- /study-table -->"
 SWEEP_SEED = 100  # the sweep uses its own seed so the study seeds stay unseen
 STUDY_SEEDS = (0, 1, 2)
 ALPHAS = (0.1, 0.5)
@@ -189,11 +190,18 @@ def main() -> None:
     parser.add_argument("what", choices=["sweep", "main", "all", "table"])
     parser.add_argument("--data-dir", default="", help="folder with CIFAR-10 parquet files")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    parser.add_argument("--readme", help="with table: also write it into this README")
     args = parser.parse_args()
     if args.what == "table":
         rows = summarise(Path(args.out) / "study")
         (Path(args.out) / "study_summary.json").write_text(json.dumps(rows, indent=2))
-        print(markdown_table(rows))
+        table = markdown_table(rows)
+        print(table)
+        if args.readme:  # rewrite the table between the README's markers
+            readme = Path(args.readme)
+            head, rest = readme.read_text().split(TABLE_START, 1)
+            _, tail = rest.split(TABLE_END, 1)
+            readme.write_text(f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}")
         return
     if not args.data_dir:
         parser.error("--data-dir is required to run studies")
