@@ -121,3 +121,23 @@ def test_constructor_rejects_bad_settings():
         FedFocal(sampling="greedy")
     with pytest.raises(ValueError):
         FedFocal(sampling_mix=1.5)
+
+
+def test_focal_sampling_prefers_badly_served_nodes_and_is_seeded(monkeypatch):
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    def make(seed):
+        s = FedFocal(
+            fraction_train=0.5, sampling="focal", sampling_mix=0.0, aggregation_gamma=8.0, seed=seed
+        )
+        s.client_losses = {1: 0.01, 2: 3.0, 3: 0.02, 4: 2.5}  # nodes 2 and 4 served badly
+        monkeypatch.setattr(s, "_construct_messages", lambda _record, nodes, _kind: nodes)
+        return s
+
+    grid = NodeRegistry([1, 2, 3, 4])
+    config = ConfigRecord()
+    picks = [make(seed).configure_train(1, ArrayRecord(), config, grid) for seed in range(20)]
+    assert all(len(p) == 2 for p in picks)
+    assert sum(sorted(p) == [2, 4] for p in picks) >= 18  # f = (~0, 0.95, ~0, 0.92)^8
+    assert config["server-round"] == 1 and config["focal-gamma"] == 2.0
+    assert make(5).configure_train(1, ArrayRecord(), ConfigRecord(), grid) == picks[5]
