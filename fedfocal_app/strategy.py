@@ -123,6 +123,16 @@ class AppStrategyMixin:
     evaluate_every: int = 0
     required_train_metrics: tuple[str, ...] = TRAIN_METRICS
 
+    def summary(self) -> None:
+        """Log the app's reliability settings, then the Flower strategy's."""
+        log(INFO, "\t├──> App settings:")
+        log(INFO, "\t│\t├── Max client share: %s", self.max_client_weight)
+        log(INFO, "\t│\t├── Min valid replies: %d", self.min_valid_replies)
+        log(INFO, "\t│\t├── Max num-examples: %g", self.max_num_examples)
+        log(INFO, "\t│\t├── Node wait timeout: %g s", self.node_wait_timeout)
+        log(INFO, "\t│\t└── Federated evaluation every: %d rounds (0 = never)", self.evaluate_every)
+        super().summary()  # type: ignore[misc]
+
     # ------------------------------------------------------------------ hooks
     def client_weights(self, metrics: list[MetricRecord]) -> np.ndarray:
         """Unnormalised aggregation weights of valid replies: ``n_k`` (FedAvg)."""
