@@ -401,13 +401,17 @@ def start(cmd: Sequence[str], log: Path, env: dict[str, str]) -> subprocess.Pope
         )
 
 
-def stop_tree(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM ``proc`` and its descendants (by PID), SIGKILL what is left."""
+def stop_tree(proc: subprocess.Popen, timeout: float = 10.0, graceful: bool = True) -> None:
+    """SIGTERM ``proc`` and its descendants (by PID), SIGKILL what is left.
+
+    ``graceful=False`` sends SIGKILL to all at once: a machine that loses power.
+    """
     try:
         import psutil
     except ImportError:  # best effort without psutil: the session's process group
+        first = signal.SIGTERM if graceful else signal.SIGKILL
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, first)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -420,10 +424,12 @@ def stop_tree(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         tree = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         tree = []
-    for p in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    alive = tree
+    if graceful:
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(tree, timeout=timeout)
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -152,17 +151,7 @@ def load_deploy_script():
 
 def kill_tree(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGKILL ``proc`` and every descendant at once: a machine that loses power."""
-    try:
-        root = psutil.Process(proc.pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    for p in tree:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(tree, timeout=timeout)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=timeout)
+    load_deploy_script().stop_tree(proc, timeout, graceful=False)
 
 
 def wait_for_text(
